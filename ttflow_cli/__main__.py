@@ -1,0 +1,3 @@
+from ttflow_cli.cli.app import main
+
+main()

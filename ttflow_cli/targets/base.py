@@ -1,0 +1,56 @@
+"""The interface every target implements, built-in or plugin."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+Observable = Callable[[Tensor], Tensor]
+
+
+class Target(ABC):
+    """An unnormalized log-density on R^d.
+
+    Subclasses set :attr:`dim` and implement :meth:`log_prob` and :meth:`default_box`.
+    ``log_prob`` must be vectorized over the batch and compute in the dtype and on
+    the device of its input.
+
+    Attributes:
+        dim: number of coordinates d.
+        beta: inverse temperature when ``log_prob = -beta * energy``, else ``None``.
+            The free energy ``F = -log Z / beta`` is reported only when it is set.
+    """
+
+    dim: int
+    beta: float | None = None
+
+    @abstractmethod
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Unnormalized log-density ``log p~(x)``, shape ``(N, d) -> (N,)``."""
+
+    @abstractmethod
+    def default_box(self) -> list[tuple[float, float]]:
+        """Intervals ``[(low_1, high_1), ..., (low_d, high_d)]`` holding nearly all the mass."""
+
+    def exact_log_z(self) -> float | None:
+        """Exact ``log Z = log of the integral of exp(log_prob)`` over R^d, where known."""
+        return None
+
+    def observables(self) -> dict[str, Observable]:
+        """Named functions ``(N, d) -> (N,)`` whose averages the evaluation reports."""
+        return {}
+
+    def energy(self, x: Tensor) -> Tensor:
+        """Energy ``-log_prob / beta`` where ``beta`` is set, else ``-log_prob``."""
+        scale = self.beta if self.beta is not None else 1.0
+        return -self.log_prob(x) / scale
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` has shape ``(N, dim)`` and a floating dtype."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected input of shape (N, {self.dim}); got {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"expected a floating-point tensor; got {x.dtype}")

@@ -1,0 +1,1 @@
+"""Tensor-train engine: cross approximation of sqrt(p~) and the squared-TT density."""

@@ -37,6 +37,14 @@ from ttflow_cli.tt.squared import SquaredTT
 
 logger = logging.getLogger(__name__)
 
+# Relative SVD truncation inside a fibre. A fibre's rows differ by factors like
+# exp(-50) because they belong to index sets of very different probability, yet each
+# row is an interpolation point the next core needs; truncating at the user's
+# tolerance here drops them and ruins the fit (ESS 0 instead of 0.9998 on a 50-site
+# chain at 1e-5). So fibres keep their numerical rank, and the user's tolerance
+# applies when the finished TT is rounded.
+_FIBRE_TOLERANCE = 1e-12
+
 LogDensity = Callable[[Tensor], Tensor]
 Validator = Callable[[SquaredTT], "Validation"]
 
@@ -56,7 +64,7 @@ class CrossBudget:
 
     Attributes:
         max_rank: largest TT rank.
-        tolerance: relative Frobenius tolerance of each SVD truncation.
+        tolerance: relative Frobenius tolerance of the rounding of each finished TT.
         sweeps: maximum number of full (left-right and back) sweeps.
         max_evaluations: target evaluations, validation included, never exceeded.
         init_rank: ranks of the random starting index sets.
@@ -312,14 +320,14 @@ def _half_sweep(evaluator: _FibreEvaluator, left: list[Tensor], right: list[Tens
         fibre = evaluator.fibre(left[k], right[k])
         r0, n, r1 = fibre.shape
         if forward:
-            basis = _basis_with_kick(fibre.reshape(r0 * n, r1), budget.tolerance, budget.max_rank,
+            basis = _basis_with_kick(fibre.reshape(r0 * n, r1), _FIBRE_TOLERANCE, budget.max_rank,
                                      budget.kick, generator)
             rows, core = _interpolation_core(basis)
             cores[k] = core.reshape(r0, n, -1)
             left[k + 1] = torch.cat([left[k][rows // n], (rows % n).unsqueeze(1)], dim=1)
         else:
             unfolding = fibre.permute(1, 2, 0).reshape(n * r1, r0)
-            basis = _basis_with_kick(unfolding, budget.tolerance, budget.max_rank, budget.kick, generator)
+            basis = _basis_with_kick(unfolding, _FIBRE_TOLERANCE, budget.max_rank, budget.kick, generator)
             rows, core = _interpolation_core(basis)
             cores[k] = core.T.reshape(-1, n, r1)
             right[k - 1] = torch.cat([(rows // r1).unsqueeze(1), right[k][rows % r1]], dim=1)

@@ -134,21 +134,25 @@ class SquaredTT:
             log_q = log_q + log_step
         return t, log_q
 
-    def marginal(self, k: int, s: Tensor) -> Tensor:
-        """Density of coordinate ``k`` alone at points ``s`` (any shape)."""
-        gram = torch.ones(1, 1, dtype=self.dtype, device=self.cores[0].device)
-        for core in self.cores[:k]:
-            gram = torch.einsum("ab,ajc,bjd->cd", gram, core, core)
-        flat = s.reshape(-1).to(self.dtype)
+    def marginals(self, s: Tensor) -> Tensor:
+        """Densities of every coordinate alone at points ``s`` of shape ``(G,)``; returns ``(d, G)``.
+
+        One left-to-right pass of Gram matrices; the right-orthonormal cores integrate
+        out every later coordinate exactly.
+        """
+        flat = s.to(dtype=self.dtype, device=self.cores[0].device)
         basis = torch.as_tensor(
             chebyshev.orthonormal_legendre(flat.cpu().numpy(), self.nodes),
-            dtype=self.dtype, device=self.cores[0].device,
+            dtype=self.dtype, device=flat.device,
         )
-        values = torch.einsum("nj,ajb->nab", basis, self.cores[k])
-        density = torch.einsum("ac,nab,ncb->n", gram, values, values)
-        inside = flat.abs() <= 1
-        density = torch.where(inside, density, torch.zeros_like(density))
-        return density.reshape(s.shape).to(s.dtype)
+        gram = torch.ones(1, 1, dtype=self.dtype, device=flat.device)
+        rows = []
+        for core in self.cores:
+            values = torch.einsum("gj,ajb->gab", basis, core)
+            rows.append(torch.einsum("ac,gab,gcb->g", gram, values, values))
+            gram = torch.einsum("ab,ajc,bjd->cd", gram, core, core)
+        density = torch.stack(rows)
+        return torch.where(flat.abs() <= 1, density, torch.zeros_like(density))
 
     def _advance(self, v: Tensor, evaluation: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
         """One contraction step: ``v <- v G_k(s)`` normalized, and log of the squared norm.

@@ -1,0 +1,1 @@
+"""Command-line interface: option parsing, console output and exit codes only."""

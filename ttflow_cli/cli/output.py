@@ -15,7 +15,7 @@ error_console = Console(stderr=True)
 
 
 def _number(value: float | None, digits: int = 6) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)

@@ -42,7 +42,7 @@ class TTConfig(ParamsModel):
     sweeps: Count = Field(8, ge=1, description="maximum number of cross sweeps")
     max_evaluations: Count = Field(20_000_000, ge=1, description="budget of target evaluations")
     kick: Count = Field(2, ge=0, description="random enrichment columns per core and sweep")
-    defensive: Real = Field(0.01, ge=0, lt=1, description="weight eps of the reference in the defensive mixture")
+    defensive: Real = Field(0.001, ge=0, lt=1, description="weight eps of the reference in the defensive mixture")
     validation_samples: Count = Field(4000, ge=100, description="samples for the ESS after each sweep")
     plateau: Real = Field(0.01, ge=0, description="stop when the ESS fraction gains less than this in a sweep")
     batch_size: Count = Field(200_000, ge=1, description="target evaluations per call")

@@ -84,7 +84,11 @@ def fit(spec: Spec, target: Target, run_path: Path, *, device: torch.device, ove
     if flow is not None and spec.train.steps > 0:
         start = time.perf_counter()
         settings = TrainSettings(**spec.train.model_dump(exclude={"dtype"}))
-        train = train_reverse_kl(sampler, target.log_prob, settings, generator, train_progress)
+        # Training draws from the TT alone: a defensive uniform point in d dimensions
+        # has log p~ hundreds below the typical set, and its gradient would swamp
+        # the loss. The mixture is used again for every importance weight.
+        trained = FlowSampler(DefensiveTT(base.tt, 0.0), flow, box, dtype=dtype, device=device)
+        train = train_reverse_kl(trained, target.log_prob, settings, generator, train_progress)
         seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -70,7 +70,7 @@ def _user_errors(ctx: typer.Context) -> Iterator[None]:
     except TTFlowError as exc:
         if debug:
             raise
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         error_console.print("[bold red]interrupted[/]; no run file was written or changed")
@@ -80,7 +80,7 @@ def _user_errors(ctx: typer.Context) -> Iterator[None]:
             raise
         error_console.print(
             f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
         raise typer.Exit(1) from None
 
@@ -117,7 +117,8 @@ def fit(
             )
         console.print(cross_table(report))
         if not report.box_check.ok:
-            error_console.print(f"[yellow]warning:[/] {report.box_check.message(report.box)}", highlight=False)
+            error_console.print(f"[yellow]warning:[/] {report.box_check.message(report.box)}",
+                                highlight=False, soft_wrap=True)
         if report.train is not None:
             t = report.train
             console.print(f"flow training: {t.steps} steps ({t.stop_reason}), best held-out ESS fraction "

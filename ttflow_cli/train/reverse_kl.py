@@ -93,7 +93,8 @@ def train_reverse_kl(sampler: FlowSampler, log_prob: LogDensity, settings: Train
     for step in range(1, settings.steps + 1):
         loss = _step(sampler, log_prob, optimizer, settings, generator)
         skipped += loss is None
-        schedule.step()
+        if loss is not None:
+            schedule.step()
         history["step"].append(step)
         history["loss"].append(math.nan if loss is None else loss)
         history["learning_rate"].append(optimizer.param_groups[0]["lr"])

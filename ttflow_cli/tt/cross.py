@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -46,7 +47,14 @@ logger = logging.getLogger(__name__)
 _FIBRE_TOLERANCE = 1e-12
 
 LogDensity = Callable[[Tensor], Tensor]
-Validator = Callable[[SquaredTT], "Validation"]
+
+
+class Validator(Protocol):
+    """Scores a candidate squared TT; ``evaluations`` is the target calls per score."""
+
+    evaluations: int
+
+    def __call__(self, tt: SquaredTT) -> Validation: ...
 
 
 @dataclass(frozen=True)
@@ -226,7 +234,10 @@ def cross_approximate(
     half_sweeps = [(tau, h) for tau in stages[:-1] for h in range(2)]
     half_sweeps += [(1.0, h) for h in range(2 * budget.sweeps)]
     for count, (tau, half) in enumerate(half_sweeps):
-        if evaluator.evaluations + _half_sweep_cost(left, right, nodes, budget) > budget.max_evaluations:
+        projected = _half_sweep_cost(left, right, nodes, half % 2 == 0, budget)
+        if tau == 1.0 and validate is not None:
+            projected += validate.evaluations
+        if evaluator.evaluations + projected > budget.max_evaluations:
             stop_reason = "evaluations"
             break
         evaluator.tau = tau
@@ -300,13 +311,19 @@ def _initial_index_sets(dim: int, nodes: int, rank: int, generator: torch.Genera
     return left, right
 
 
-def _half_sweep_cost(left: list[Tensor], right: list[Tensor], nodes: int, budget: CrossBudget) -> int:
-    """Upper bound on the evaluations of the next half-sweep (ranks may grow by the kick)."""
-    cost = 0
-    for k in range(len(left)):
-        r0 = min(left[k].shape[0] + budget.kick, budget.max_rank) if k > 0 else 1
-        r1 = min(right[k].shape[0] + budget.kick, budget.max_rank) if k < len(left) - 1 else 1
-        cost += r0 * nodes * r1
+def _half_sweep_cost(left: list[Tensor], right: list[Tensor], nodes: int, forward: bool,
+                     budget: CrossBudget) -> int:
+    """Upper bound on the evaluations of the next half-sweep.
+
+    The sweep grows the index sets behind it as it goes: after core ``k`` the new set
+    has at most the size of the set ahead of it plus the kick.
+    """
+    ahead = [s.shape[0] for s in (right if forward else left)]
+    order = range(len(left)) if forward else range(len(left) - 1, -1, -1)
+    behind, cost = 1, 0
+    for k in order:
+        cost += behind * nodes * ahead[k]
+        behind = min(ahead[k] + budget.kick, budget.max_rank, behind * nodes)
     return cost
 
 

@@ -183,22 +183,30 @@ class SquaredTT:
         # The CDF is a sum of 2n terms of size up to its total, so rounding alone
         # leaves a residual of a few hundred ulps.
         tolerance = 256 * torch.finfo(v.dtype).eps * float(target.abs().max().clamp_min(1.0))
+        # Iterate on the unconverged points only: after three steps almost all are done.
+        active = torch.arange(s.shape[0], device=s.device)
         for _ in range(_MAX_NEWTON_STEPS):
-            basis = chebyshev.chebyshev_basis(s, degree + 1)
-            residual = torch.einsum("bm,bm->b", cdf, basis) - target
-            if float(residual.abs().max()) <= tolerance:
+            point = s[active]
+            basis = chebyshev.chebyshev_basis(point, degree + 1)
+            residual = torch.einsum("bm,bm->b", cdf[active], basis) - target[active]
+            open_ = residual.abs() > tolerance
+            if not bool(open_.any()):
                 break
-            slope = torch.einsum("bm,bm->b", density, basis[:, :degree])
+            active, point, residual, basis = active[open_], point[open_], residual[open_], basis[open_]
+            slope = torch.einsum("bm,bm->b", density[active], basis[:, :degree])
             below = residual < 0
-            low, r_low = torch.where(below, s, low), torch.where(below, residual, r_low)
-            high, r_high = torch.where(below, high, s), torch.where(below, r_high, residual)
-            step = s - residual / slope
+            low[active] = torch.where(below, point, low[active])
+            r_low[active] = torch.where(below, residual, r_low[active])
+            high[active] = torch.where(below, high[active], point)
+            r_high[active] = torch.where(below, r_high[active], residual)
+            lo, hi = low[active], high[active]
+            step = point - residual / slope
             # Newton overshoots the bracket where the CDF bends away from the root;
             # the secant through the bracket ends then stays inside it.
-            gap = r_high - r_low
-            secant = low - r_low * (high - low) / torch.where(gap > 0, gap, torch.ones_like(gap))
-            inside = (step > low) & (step < high) & (slope > 0)
-            s = torch.where(inside, step, secant.clamp(low, high))
+            gap = r_high[active] - r_low[active]
+            secant = lo - r_low[active] * (hi - lo) / torch.where(gap > 0, gap, torch.ones_like(gap))
+            inside = (step > lo) & (step < hi) & (slope > 0)
+            s[active] = torch.where(inside, step, secant.clamp(lo, hi))
         return s
 
     @staticmethod

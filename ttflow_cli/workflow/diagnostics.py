@@ -52,22 +52,26 @@ def check_box(tt: SquaredTT, threshold: float = BOX_FACE_THRESHOLD) -> BoxCheck:
     return BoxCheck(coordinates=flagged, face_ratio=[float(ratio[k]) for k in flagged])
 
 
-def make_validator(log_prob_t: Callable[[Tensor], Tensor], defensive: float, samples: int,
-                   generator: torch.Generator, device: torch.device) -> Callable[[SquaredTT], Validation]:
+@dataclass
+class SampleValidator:
     """ESS fraction and Hellinger distance of fresh exact samples of a candidate TT.
 
     ``log_prob_t`` is ``log p~`` in reference coordinates. The Hellinger estimate
     uses the normalized weights: ``H^2 = 1 - E_q[sqrt w] / sqrt(E_q[w])``.
     """
 
-    def validate(tt: SquaredTT) -> Validation:
-        base = DefensiveTT(tt.to(device=device), defensive)
-        t, log_q = base.sample(samples, generator, dtype=torch.float64, device=device)
-        log_w = log_prob_t(t) - log_q
-        log_w = torch.where(torch.isnan(log_w), torch.full_like(log_w, -math.inf), log_w)
-        return Validation(*_ess_and_hellinger(log_w), evaluations=samples)
+    log_prob_t: Callable[[Tensor], Tensor]
+    defensive: float
+    evaluations: int
+    generator: torch.Generator
+    device: torch.device
 
-    return validate
+    def __call__(self, tt: SquaredTT) -> Validation:
+        base = DefensiveTT(tt.to(device=self.device), self.defensive)
+        t, log_q = base.sample(self.evaluations, self.generator, dtype=torch.float64, device=self.device)
+        log_w = self.log_prob_t(t) - log_q
+        log_w = torch.where(torch.isnan(log_w), torch.full_like(log_w, -math.inf), log_w)
+        return Validation(*_ess_and_hellinger(log_w), evaluations=self.evaluations)
 
 
 def _ess_and_hellinger(log_w: Tensor) -> tuple[float, float]:

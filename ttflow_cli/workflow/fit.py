@@ -19,7 +19,7 @@ from ttflow_cli.train import TrainResult, TrainSettings, train_reverse_kl
 from ttflow_cli.tt.box import Box
 from ttflow_cli.tt.cross import CrossBudget, CrossResult, cross_approximate
 from ttflow_cli.tt.defensive import DefensiveTT
-from ttflow_cli.workflow.diagnostics import BoxCheck, check_box, make_validator
+from ttflow_cli.workflow.diagnostics import BoxCheck, SampleValidator, check_box
 from ttflow_cli.workflow.evaluation import Evaluation, evaluate
 from ttflow_cli.workflow.runstate import flow_tree, tt_tree
 
@@ -113,7 +113,7 @@ def _fit_tt(spec: Spec, target: Target, box: Box, device: torch.device,
         max_evaluations=spec.tt.max_evaluations, init_rank=spec.tt.init_rank, kick=spec.tt.kick,
         plateau=spec.tt.plateau, batch_size=spec.tt.batch_size,
     )
-    validate = make_validator(log_prob_t, spec.tt.defensive, spec.tt.validation_samples, generator, device)
+    validate = SampleValidator(log_prob_t, spec.tt.defensive, spec.tt.validation_samples, generator, device)
     cross_generator = torch.Generator().manual_seed(spec.seed)
     return cross_approximate(log_prob_t, target.dim, spec.tt.nodes, budget, validate=validate,
                              generator=cross_generator, dtype=torch.float64, device=device)

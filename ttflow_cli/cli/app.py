@@ -69,7 +69,7 @@ def _user_errors(ctx: typer.Context) -> Iterator[None]:
         yield
     except TTFlowError as exc:
         if debug:
-            raise
+            error_console.print_exception()
         error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:

@@ -103,8 +103,10 @@ class SquaredTT:
 
     def log_prob(self, t: Tensor) -> Tensor:
         """``log q_0(t)``, shape ``(N, d) -> (N,)``; ``-inf`` outside ``[-1, 1]^d``."""
-        tables = self._sampling_tables(t.dtype, t.device)
         log_q = torch.zeros(t.shape[0], dtype=t.dtype, device=t.device)
+        if t.shape[0] == 0:
+            return log_q
+        tables = self._sampling_tables(t.dtype, t.device)
         v = torch.ones(t.shape[0], 1, dtype=t.dtype, device=t.device)
         for k in range(self.dim):
             v, log_step = self._advance(v, tables.evaluation[k], t[:, k])
@@ -123,10 +125,12 @@ class SquaredTT:
         """
         dtype = dtype or self.dtype
         device = torch.device(device) if device is not None else self.cores[0].device
-        tables = self._sampling_tables(dtype, device)
-        uniforms = torch.rand(count, self.dim, generator=generator, dtype=dtype, device=device)
         t = torch.empty(count, self.dim, dtype=dtype, device=device)
         log_q = torch.zeros(count, dtype=dtype, device=device)
+        if count == 0:
+            return t, log_q
+        tables = self._sampling_tables(dtype, device)
+        uniforms = torch.rand(count, self.dim, generator=generator, dtype=dtype, device=device)
         v = torch.ones(count, 1, dtype=dtype, device=device)
         for k in range(self.dim):
             t[:, k] = self._invert_conditional(v, k, uniforms[:, k], tables)

@@ -26,10 +26,16 @@ from ttflow_cli.tt import chebyshev
 from ttflow_cli.tt.cores import ranks, round_cores
 
 # Grid cells used to bracket each inverse-CDF root before Newton refinement.
-_BRACKET_CELLS = 64
-# Newton refinements after bracketing; from the interpolated start each roughly
-# squares the relative error, so 3 to 5 reach rounding and the rest is a safeguard.
-_MAX_NEWTON_STEPS = 12
+_BRACKET_CELLS = 32
+# Newton refinements after the full steps, for the points still moving; bisection
+# fallbacks need up to about 40 to reach rounding from a whole cell.
+_MAX_NEWTON_STEPS = 40
+_FULL_NEWTON_STEPS = 2
+# A point whose last Newton step moved it less than this is converged: Newton
+# converges quadratically, so the remaining error is about the square of the step.
+_STEP_TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+# Newton steps on the cubic Hermite interpolant that give the starting point.
+_HERMITE_STEPS = 3
 
 
 @dataclass
@@ -37,9 +43,10 @@ class _SamplingTables:
     """Per-core precomputed Chebyshev tables for one dtype and device."""
 
     evaluation: list[Tensor]  # (r0, n * r1): G_k in the Chebyshev basis, flattened
-    # (r0 (r0 + 1) / 2, 2 M + 1): density and CDF coefficients per pair a <= a'
+    # (r0 (r0 + 1) / 2, 2 M + 1 + 2 (cells + 1)) per pair a <= a': Chebyshev
+    # coefficients of the conditional density (M) and CDF (M + 1), then the CDF and
+    # the density at the bracketing grid, so one product per core gives all four.
     conditional: list[Tensor]
-    grid: Tensor  # (M + 1, cells + 1): T_m at the bracketing grid
     grid_points: Tensor  # (cells + 1,)
 
 
@@ -175,65 +182,86 @@ class SquaredTT:
         return v_next, torch.log(squared_norm)
 
     def _invert_conditional(self, v: Tensor, k: int, u: Tensor, tables: _SamplingTables) -> Tensor:
-        """Solve ``F_k(s | v) = u F_k(1 | v)`` for ``s`` in [-1, 1], batched."""
+        """Solve ``F_k(s | v) = u F_k(1 | v)`` for ``s`` in [-1, 1], batched.
+
+        The grid brackets each root; cubic Hermite interpolation of the CDF in the
+        bracketing cell starts within about 1e-7 of it, and Newton steps on the exact
+        Chebyshev series finish the job, each on the points not yet converged.
+        """
         upper = torch.triu_indices(v.shape[1], v.shape[1], device=v.device)
-        pairs = v[:, upper[0]] * v[:, upper[1]]
-        coefficients = pairs @ tables.conditional[k]
-        degree = tables.grid.shape[0] - 1
-        density, cdf = coefficients[:, :degree], coefficients[:, degree:]
-        target = u * cdf.sum(dim=1)
+        table = (v[:, upper[0]] * v[:, upper[1]]) @ tables.conditional[k]
+        points = tables.grid_points.shape[0]
+        degree = (table.shape[1] - 2 * points - 1) // 2
+        density = table[:, :degree]
+        cdf = table[:, degree:2 * degree + 1]
+        cdf_grid = table[:, 2 * degree + 1:2 * degree + 1 + points]
+        density_grid = table[:, 2 * degree + 1 + points:]
+        target = u * cdf_grid[:, -1]
 
-        s, low, high, r_low, r_high = self._bracket(cdf, target, tables)
-        # The CDF is a sum of 2n terms of size up to its total, so rounding alone
-        # leaves a residual of a few hundred ulps.
-        tolerance = 256 * torch.finfo(v.dtype).eps * float(target.abs().max().clamp_min(1.0))
-        # Iterate on the unconverged points only: after three steps almost all are done.
-        active = torch.arange(s.shape[0], device=s.device)
+        s, low, high = _hermite_start(cdf_grid, density_grid, target, tables.grid_points)
+        # From the Hermite start (about 1e-6 off) two Newton steps on every point
+        # reach rounding; only the few points still moving iterate further.
+        for _ in range(_FULL_NEWTON_STEPS):
+            previous = s
+            s, low, high = _newton_step(s, low, high, cdf, density, target)
+        moving = torch.nonzero((s - previous).abs() > _STEP_TOLERANCE[v.dtype]).squeeze(1)
         for _ in range(_MAX_NEWTON_STEPS):
-            point = s[active]
-            basis = chebyshev.chebyshev_basis(point, degree + 1)
-            residual = torch.einsum("bm,bm->b", cdf[active], basis) - target[active]
-            open_ = residual.abs() > tolerance
-            if not bool(open_.any()):
+            if moving.numel() == 0:
                 break
-            active, point, residual, basis = active[open_], point[open_], residual[open_], basis[open_]
-            slope = torch.einsum("bm,bm->b", density[active], basis[:, :degree])
-            below = residual < 0
-            low[active] = torch.where(below, point, low[active])
-            r_low[active] = torch.where(below, residual, r_low[active])
-            high[active] = torch.where(below, high[active], point)
-            r_high[active] = torch.where(below, r_high[active], residual)
-            lo, hi = low[active], high[active]
-            step = point - residual / slope
-            # Newton overshoots the bracket where the CDF bends away from the root;
-            # the secant through the bracket ends then stays inside it.
-            gap = r_high[active] - r_low[active]
-            secant = lo - r_low[active] * (hi - lo) / torch.where(gap > 0, gap, torch.ones_like(gap))
-            inside = (step > lo) & (step < hi) & (slope > 0)
-            s[active] = torch.where(inside, step, secant.clamp(lo, hi))
+            point, lo, hi = s[moving], low[moving], high[moving]
+            updated, low[moving], high[moving] = _newton_step(
+                point, lo, hi, cdf[moving], density[moving], target[moving]
+            )
+            s[moving] = updated
+            moving = moving[(updated - point).abs() > _STEP_TOLERANCE[v.dtype]]
         return s
-
-    @staticmethod
-    def _bracket(cdf: Tensor, target: Tensor, tables: _SamplingTables) -> tuple[Tensor, ...]:
-        """Grid cell holding each root, its residuals, and a start by linear interpolation."""
-        cdf_grid = cdf @ tables.grid
-        # Counting grid values below the target finds the cell even where rounding
-        # makes the computed CDF decrease slightly.
-        cell = (cdf_grid < target.unsqueeze(1)).sum(1)
-        cell = cell.clamp(1, tables.grid_points.shape[0] - 1)
-        low, high = tables.grid_points[cell - 1], tables.grid_points[cell]
-        f_low = cdf_grid.gather(1, (cell - 1).unsqueeze(1)).squeeze(1)
-        f_high = cdf_grid.gather(1, cell.unsqueeze(1)).squeeze(1)
-        span = f_high - f_low
-        fraction = ((target - f_low) / torch.where(span > 0, span, torch.ones_like(span))).clamp(0, 1)
-        start = low + fraction * (high - low)
-        return start, low, high, f_low - target, f_high - target
 
     def _sampling_tables(self, dtype: torch.dtype, device: torch.device) -> _SamplingTables:
         key = (dtype, torch.device(device))
         if key not in self._tables:
             self._tables[key] = build_sampling_tables(self.cores, dtype, device)
         return self._tables[key]
+
+
+def _newton_step(s: Tensor, low: Tensor, high: Tensor, cdf: Tensor, density: Tensor,
+                 target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One safeguarded Newton step on the exact Chebyshev CDF; narrows the bracket."""
+    basis = chebyshev.chebyshev_basis(s, cdf.shape[1])
+    residual = torch.einsum("bm,bm->b", cdf, basis) - target
+    slope = torch.einsum("bm,bm->b", density, basis[:, :density.shape[1]])
+    below = residual < 0
+    low = torch.where(below, s, low)
+    high = torch.where(below, high, s)
+    step = s - residual / slope
+    # A Newton step that leaves the bracket falls back to bisection.
+    # The bracket end equal to s must count as inside, or a converged point would
+    # be bisected away from its root.
+    inside = (step >= low) & (step <= high) & (slope > 0)
+    return torch.where(inside, step, 0.5 * (low + high)), low, high
+
+
+def _hermite_start(cdf_grid: Tensor, density_grid: Tensor, target: Tensor,
+                   grid_points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Bracketing cell of each root and a start from the cubic Hermite interpolant
+    of the CDF in that cell (values and slopes at both ends)."""
+    last = grid_points.shape[0] - 1
+    # Counting grid values below the target finds the cell even where rounding
+    # makes the computed CDF decrease slightly.
+    cell = (cdf_grid < target.unsqueeze(1)).sum(1).clamp(1, last).unsqueeze(1)
+    low, high = grid_points[cell - 1].squeeze(1), grid_points[cell].squeeze(1)
+    f0, f1 = cdf_grid.gather(1, cell - 1).squeeze(1), cdf_grid.gather(1, cell).squeeze(1)
+    width = high - low
+    m0 = density_grid.gather(1, cell - 1).squeeze(1) * width
+    m1 = density_grid.gather(1, cell).squeeze(1) * width
+    span = f1 - f0
+    tau = ((target - f0) / torch.where(span > 0, span, torch.ones_like(span))).clamp(0, 1)
+    for _ in range(_HERMITE_STEPS):
+        t2, t3 = tau * tau, tau * tau * tau
+        value = f0 * (2 * t3 - 3 * t2 + 1) + m0 * (t3 - 2 * t2 + tau) + f1 * (3 * t2 - 2 * t3) + m1 * (t3 - t2)
+        slope = 6 * (f0 - f1) * (t2 - tau) + m0 * (3 * t2 - 4 * tau + 1) + m1 * (3 * t2 - 2 * tau)
+        step = tau - (value - target) / torch.where(slope > 0, slope, torch.ones_like(slope))
+        tau = torch.where(slope > 0, step, tau).clamp(0, 1)
+    return low + tau * width, low, high
 
 
 def orthonormal_projection(nodes: np.ndarray, weights: np.ndarray, like: Tensor) -> Tensor:
@@ -258,6 +286,9 @@ def build_sampling_tables(cores: list[Tensor], dtype: torch.dtype, device: torch
     legendre_at_nodes = torch.as_tensor(chebyshev.orthonormal_legendre(quadrature, n))
     antiderivative = torch.as_tensor(chebyshev.antiderivative_matrix(degree))
 
+    grid_points = torch.cos(torch.linspace(math.pi, 0.0, _BRACKET_CELLS + 1, dtype=torch.float64))
+    grid_points[0], grid_points[-1] = -1.0, 1.0
+    grid = chebyshev.chebyshev_basis(grid_points, degree + 2).T
     evaluation, conditional = [], []
     for core in cores:
         core = core.detach().to(dtype=torch.float64, device="cpu")
@@ -267,15 +298,13 @@ def build_sampling_tables(cores: list[Tensor], dtype: torch.dtype, device: torch
         values = torch.einsum("ajb,qj->aqb", core, legendre_at_nodes)
         products = torch.einsum("aqb,cqb->acq", values, values).numpy()
         coefficients = torch.as_tensor(chebyshev.chebyshev_coefficients(products, axis=2))
-        both = torch.cat([coefficients, coefficients @ antiderivative], dim=2)
+        cdf_coefficients = coefficients @ antiderivative
+        both = torch.cat([coefficients, cdf_coefficients, cdf_coefficients @ grid,
+                          coefficients @ grid[:degree + 1]], dim=2)
         # v^T S v sums each off-diagonal pair twice.
         upper = torch.triu_indices(r0, r0)
         factor = torch.where(upper[0] == upper[1], 1.0, 2.0).to(torch.float64)
         conditional.append(both[upper[0], upper[1]] * factor[:, None])
-
-    grid_points = torch.cos(torch.linspace(math.pi, 0.0, _BRACKET_CELLS + 1, dtype=torch.float64))
-    grid_points[0], grid_points[-1] = -1.0, 1.0
-    grid = chebyshev.chebyshev_basis(grid_points, degree + 2).T
 
     def cast(x: Tensor) -> Tensor:
         return x.to(dtype=dtype, device=device).contiguous()
@@ -283,6 +312,5 @@ def build_sampling_tables(cores: list[Tensor], dtype: torch.dtype, device: torch
     return _SamplingTables(
         evaluation=[cast(x) for x in evaluation],
         conditional=[cast(x) for x in conditional],
-        grid=cast(grid),
         grid_points=cast(grid_points),
     )

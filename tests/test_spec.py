@@ -80,7 +80,7 @@ BAD_SPECS = {
         r"box: entry 1 must be a pair \[low, high\] of finite numbers",
     ),
     "box_infinite": (GL_TARGET + "box: [-.inf, 1]\n", r"box: must be a pair \[low, high\] of finite numbers"),
-    "flow_kind": (GL_TARGET + "flow: {kind: spline}\n", r"flow\.kind: must be one of 'affine', 'none'; got 'spline'"),
+    "flow_kind": (GL_TARGET + "flow: {kind: maf}\n", r"flow\.kind: must be one of 'affine', 'spline', 'none'; got 'maf'"),
     "nodes_range": (GL_TARGET + "tt: {nodes: 1000}\n", r"tt\.nodes: must be an integer from 2 to 256; got 1000"),
     "tolerance_range": (GL_TARGET + "tt: {tolerance: 0}\n", r"tt\.tolerance: must be a number in \(0, 1\); got 0"),
     "rank_order": (GL_TARGET + "tt: {init_rank: 8, max_rank: 4}\n", r"tt\.max_rank: must be at least init_rank \(8\)"),

@@ -115,8 +115,9 @@ def fit(
                 spec, target, run_path, device=torch_device, overwrite=overwrite,
                 command_line=shlex.join(sys.argv), train_progress=progress,
             )
-        console.print(cross_table(report))
-        if not report.box_check.ok:
+        if report.cross is not None:
+            console.print(cross_table(report))
+        if report.box_check is not None and not report.box_check.ok:
             error_console.print(f"[yellow]warning:[/] {report.box_check.message(report.box)}",
                                 highlight=False, soft_wrap=True)
         if report.train is not None:
@@ -126,6 +127,8 @@ def fit(
         console.print(evaluation_table(report.evaluation, f"Evaluation of the fitted sampler ({spec.name})"))
         timing = ", ".join(f"{name} {value:.1f} s" for name, value in report.seconds.items())
         console.print(f"time: {timing}")
+        counts = ", ".join(f"{name} {value:,}" for name, value in report.evaluations.items())
+        console.print(f"target evaluations: {counts}")
         console.print(f"run file: {report.run_path}")
 
 

@@ -59,12 +59,19 @@ class TTConfig(ParamsModel):
 class FlowConfig(ParamsModel):
     """Normalizing flow on top of the base distribution."""
 
-    kind: Literal["affine", "none"] = Field("affine", description="coupling layers, or no flow")
+    kind: Literal["affine", "spline", "none"] = Field(
+        "affine", description="affine or rational-quadratic spline coupling layers, or no flow")
     base: Literal["tt", "gaussian"] = Field("tt", description="base distribution of the flow")
-    layers: Count = Field(8, ge=1, description="number of coupling layers")
+    gaussian: Literal["standard", "fitted"] = Field(
+        "standard", description="with base gaussian: centred in the box with its faces at 3 standard "
+        "deviations (no cross approximation), or mean and covariance of TT samples")
+    layers: Count = Field(8, ge=2, description="number of coupling layers")
     hidden: Count = Field(128, ge=1, description="width of each conditioner's hidden layers")
     depth: Count = Field(2, ge=1, description="hidden layers per conditioner")
     max_log_scale: Real = Field(2.0, gt=0, description="bound on |log scale| of each affine coupling")
+    bins: Count = Field(8, ge=2, le=999, description="bins of each rational-quadratic spline")
+    tail_bound: Real = Field(
+        1.5, gt=0, description="spline interval [-B, B] in box coordinates [-1, 1]; identity outside")
 
 
 class TrainConfig(ParamsModel):
@@ -77,6 +84,9 @@ class TrainConfig(ParamsModel):
     eval_every: Count = Field(100, ge=1, description="steps between held-out ESS estimates")
     eval_samples: Count = Field(4096, ge=2, description="samples per held-out estimate")
     patience: Count = Field(5, ge=0, description="evaluations without improvement before stopping; 0 never stops")
+    anneal_steps: Count = Field(
+        0, ge=0, description="first steps fit p~^tau with tau rising geometrically to 1; 0 turns annealing off")
+    anneal_start: Real = Field(0.1, gt=0, le=1, description="initial tau of the annealing")
     dtype: Literal["float32", "float64"] = "float64"
 
 
@@ -85,6 +95,15 @@ class EvaluateConfig(ParamsModel):
 
     samples: Count = Field(100_000, ge=2, description="fresh samples for ESS, log Z and observables")
     batch_size: Count = Field(50_000, ge=1, description="samples drawn and scored per batch")
+    observables: list[str] | None = Field(None, description="observables to report; default: all of the target's")
+    bootstrap: Count = Field(200, ge=0, description="Poisson bootstrap replicates; 0 turns the bootstrap off")
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _enough_replicates(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (no bootstrap) or at least 2 replicates; got 1")
+        return value
 
 
 def _as_number(value: Any) -> float:

@@ -1,4 +1,4 @@
-"""Affine coupling layers (RealNVP) and the stack of them that is fine-tuned on the TT base.
+"""The flow interface, coupling masks and conditioners, and affine coupling layers (RealNVP).
 
 A flow ``T`` maps base points ``z`` of shape ``(N, d)`` to ``x = T(z)`` and returns
 ``ladj = log|det dT/dz|`` of shape ``(N,)``. Flows act on the TT's reference
@@ -106,7 +106,7 @@ def coupling_masks(dim: int, layers: int) -> list[Tensor]:
     return [patterns[layer % len(patterns)].clone() for layer in range(layers)]
 
 
-def _conditioner(in_features: int, out_features: int, hidden: int, depth: int) -> nn.Sequential:
+def conditioner_mlp(in_features: int, out_features: int, hidden: int, depth: int) -> nn.Sequential:
     """Build an MLP with ``depth`` SiLU hidden layers and a zero-initialized output layer."""
     widths = [in_features] + [hidden] * depth
     modules: list[nn.Module] = []
@@ -114,8 +114,8 @@ def _conditioner(in_features: int, out_features: int, hidden: int, depth: int) -
         modules.append(nn.Linear(width_in, width_out))
         modules.append(nn.SiLU())
 
-    # A zero output layer gives shift 0 and log-scale 0, so the coupling starts as
-    # the exact identity and training starts from the base distribution itself.
+    # A zero output layer makes every coupling parameter 0, which each coupling maps
+    # to the identity, so training starts from the base distribution itself.
     output = nn.Linear(widths[-1], out_features)
     nn.init.zeros_(output.weight)
     nn.init.zeros_(output.bias)
@@ -123,7 +123,71 @@ def _conditioner(in_features: int, out_features: int, hidden: int, depth: int) -
     return nn.Sequential(*modules)
 
 
-class AffineCoupling(nn.Module):
+class MaskedCoupling(nn.Module, ABC):
+    """Coupling layer skeleton: the coordinates where ``mask`` is ``True`` pass unchanged
+    and condition an elementwise bijection of the others.
+
+    The conditioner is an MLP (see :func:`conditioner_mlp`) with
+    ``parameters_per_coordinate`` outputs per transformed coordinate. Subclasses
+    implement :meth:`transform`.
+
+    Args:
+        mask: boolean tensor of shape ``(d,)`` where ``True`` marks the conditioning
+            coordinates. It needs at least one ``True`` and one ``False`` entry.
+        parameters_per_coordinate: conditioner outputs per transformed coordinate.
+        hidden: width of the conditioner's hidden layers.
+        depth: number of hidden layers of the conditioner. With 0 it is one linear layer.
+    """
+
+    def __init__(self, mask: Tensor, *, parameters_per_coordinate: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.ndim != 1 or mask.all() or not mask.any():
+            raise ValueError(
+                "mask must be a 1-D boolean tensor with at least one True (conditioning) "
+                f"and one False (transformed) entry; got {mask.tolist()}"
+            )
+
+        # The mask is fixed by the architecture, not learned: the buffers follow
+        # .to(device) but stay out of state_dict, which then holds only weights.
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("condition_index", torch.nonzero(mask).flatten(), persistent=False)
+        self.register_buffer("transform_index", torch.nonzero(~mask).flatten(), persistent=False)
+        self.conditioner = conditioner_mlp(
+            in_features=self.condition_index.numel(),
+            out_features=parameters_per_coordinate * self.transform_index.numel(),
+            hidden=hidden,
+            depth=depth,
+        )
+
+    @abstractmethod
+    def transform(self, values: Tensor, parameters: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        """Apply the elementwise bijection (or its inverse) to the transformed coordinates.
+
+        Args:
+            values: transformed coordinates, shape ``(N, m)``.
+            parameters: conditioner output, shape ``(N, m * parameters_per_coordinate)``.
+            inverse: apply the inverse bijection.
+
+        Returns:
+            The new values, shape ``(N, m)``, and the log-determinant of this direction,
+            shape ``(N,)``.
+        """
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Map ``(N, d)`` base points to ``x`` and ``ladj`` of shape ``(N,)``."""
+        parameters = self.conditioner(z[:, self.condition_index])
+        transformed, ladj = self.transform(z[:, self.transform_index], parameters, inverse=False)
+        return z.index_copy(1, self.transform_index, transformed), ladj
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map ``(N, d)`` points back to ``z`` and ``log|det dT^{-1}/dx|`` of shape ``(N,)``."""
+        parameters = self.conditioner(x[:, self.condition_index])
+        restored, ladj_inverse = self.transform(x[:, self.transform_index], parameters, inverse=True)
+        return x.index_copy(1, self.transform_index, restored), ladj_inverse
+
+
+class AffineCoupling(MaskedCoupling):
     r"""Affine coupling layer: scale and shift some coordinates conditioned on the others.
 
     With ``c`` the coordinates where ``mask`` is ``True`` and ``u`` the others,
@@ -152,46 +216,20 @@ class AffineCoupling(nn.Module):
     """
 
     def __init__(self, mask: Tensor, *, hidden: int, depth: int, max_log_scale: float) -> None:
-        super().__init__()
-        mask = torch.as_tensor(mask, dtype=torch.bool)
-        if mask.ndim != 1 or mask.all() or not mask.any():
-            raise ValueError(
-                "mask must be a 1-D boolean tensor with at least one True (conditioning) "
-                f"and one False (transformed) entry; got {mask.tolist()}"
-            )
-
-        # The mask is fixed by the architecture, not learned: the buffers follow
-        # .to(device) but stay out of state_dict, which then holds only weights.
-        self.register_buffer("mask", mask, persistent=False)
-        self.register_buffer("condition_index", torch.nonzero(mask).flatten(), persistent=False)
-        self.register_buffer("transform_index", torch.nonzero(~mask).flatten(), persistent=False)
+        super().__init__(mask, parameters_per_coordinate=2, hidden=hidden, depth=depth)
         self.max_log_scale = float(max_log_scale)
-        self.conditioner = _conditioner(
-            in_features=self.condition_index.numel(),
-            out_features=2 * self.transform_index.numel(),
-            hidden=hidden,
-            depth=depth,
-        )
 
-    def _shift_and_log_scale(self, conditioning: Tensor) -> tuple[Tensor, Tensor]:
-        shift, raw_log_scale = self.conditioner(conditioning).chunk(2, dim=-1)
+    def transform(self, values: Tensor, parameters: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        """Scale and shift ``values`` (N, m), or undo it; returns the values and ``(N,)`` ladj."""
+        shift, raw_log_scale = parameters.chunk(2, dim=-1)
         log_scale = self.max_log_scale * torch.tanh(raw_log_scale / self.max_log_scale)
-        return shift, log_scale
-
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``(N, d)`` base points to ``x`` and ``ladj`` of shape ``(N,)``."""
-        shift, log_scale = self._shift_and_log_scale(z[:, self.condition_index])
-        transformed = z[:, self.transform_index] * torch.exp(log_scale) + shift
-        return z.index_copy(1, self.transform_index, transformed), log_scale.sum(dim=-1)
-
-    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``(N, d)`` points back to ``z`` and ``log|det dT^{-1}/dx|`` of shape ``(N,)``."""
-        shift, log_scale = self._shift_and_log_scale(x[:, self.condition_index])
-        restored = (x[:, self.transform_index] - shift) * torch.exp(-log_scale)
-        return x.index_copy(1, self.transform_index, restored), -log_scale.sum(dim=-1)
+        if inverse:
+            return (values - shift) * torch.exp(-log_scale), -log_scale.sum(dim=-1)
+        return values * torch.exp(log_scale) + shift, log_scale.sum(dim=-1)
 
 
-def _require_int(name: str, value: object, minimum: int, reason: str = "") -> int:
+def require_int(name: str, value: object, minimum: int, reason: str = "") -> int:
+    """Return ``value`` if it is an integer of at least ``minimum``; ``reason`` ends the error."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer; got {value!r}")
     if value < minimum:
@@ -199,7 +237,8 @@ def _require_int(name: str, value: object, minimum: int, reason: str = "") -> in
     return value
 
 
-def _require_positive_float(name: str, value: object) -> float:
+def require_positive_float(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a positive finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number; got {value!r}")
     if not math.isfinite(value) or value <= 0:
@@ -207,11 +246,49 @@ def _require_positive_float(name: str, value: object) -> float:
     return float(value)
 
 
-class CouplingFlow(Flow):
-    """Stack of affine coupling layers with alternating masks (see :func:`coupling_masks`).
+class CouplingStack(Flow):
+    """Composition ``T = T_L o ... o T_1`` of coupling layers with alternating masks.
 
-    ``T = T_L o ... o T_1`` and ``ladj(z) = sum_l ladj_l(z_{l-1})`` with
-    ``z_0 = z``. Every layer starts as the identity, so the stack does too.
+    ``ladj(z) = sum_l ladj_l(z_{l-1})`` with ``z_0 = z``. Subclasses validate their
+    own hyperparameters, call :meth:`_check_common`, and fill :attr:`couplings` with
+    one layer per mask of :func:`coupling_masks`; every layer starts as the identity,
+    so the stack does too.
+    """
+
+    couplings: nn.ModuleList
+
+    def _check_common(self, dim: int, layers: int, hidden: int, depth: int) -> None:
+        self.dim = require_int(
+            "dim", dim, 2, " because a coupling layer conditions some coordinates on the others "
+            "(use flow kind 'none' for a one-dimensional target)"
+        )
+        self.layers = require_int("layers", layers, 2, " so that every coordinate is transformed")
+        self.hidden = require_int("hidden", hidden, 1)
+        self.depth = require_int("depth", depth, 0)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Map ``(N, d)`` base points to ``x = T(z)`` and ``ladj`` of shape ``(N,)``."""
+        self.check_input(z)
+        x = z
+        ladj = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        for coupling in self.couplings:
+            x, layer_ladj = coupling(x)
+            ladj = ladj + layer_ladj
+        return x, ladj
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map ``(N, d)`` points to ``z = T^{-1}(x)`` and ``log|det dT^{-1}/dx|`` of shape ``(N,)``."""
+        self.check_input(x)
+        z = x
+        ladj_inverse = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for coupling in reversed(self.couplings):
+            z, layer_ladj = coupling.inverse(z)
+            ladj_inverse = ladj_inverse + layer_ladj
+        return z, ladj_inverse
+
+
+class CouplingFlow(CouplingStack):
+    """Stack of affine coupling layers with alternating masks (see :func:`coupling_masks`).
 
     Args:
         dim: number of coordinates d. Coupling needs ``d >= 2``, because each layer
@@ -238,35 +315,9 @@ class CouplingFlow(Flow):
         self, dim: int, *, layers: int, hidden: int, depth: int, max_log_scale: float
     ) -> None:
         super().__init__()
-        self.dim = _require_int(
-            "dim", dim, 2, " because a coupling layer conditions some coordinates on the others "
-            "(use flow kind 'none' for a one-dimensional target)"
-        )
-        self.layers = _require_int("layers", layers, 2, " so that every coordinate is transformed")
-        self.hidden = _require_int("hidden", hidden, 1)
-        self.depth = _require_int("depth", depth, 0)
-        self.max_log_scale = _require_positive_float("max_log_scale", max_log_scale)
+        self._check_common(dim, layers, hidden, depth)
+        self.max_log_scale = require_positive_float("max_log_scale", max_log_scale)
         self.couplings = nn.ModuleList(
             AffineCoupling(mask, hidden=hidden, depth=depth, max_log_scale=self.max_log_scale)
             for mask in coupling_masks(self.dim, self.layers)
         )
-
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``(N, d)`` base points to ``x = T(z)`` and ``ladj`` of shape ``(N,)``."""
-        self.check_input(z)
-        x = z
-        ladj = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-        for coupling in self.couplings:
-            x, layer_ladj = coupling(x)
-            ladj = ladj + layer_ladj
-        return x, ladj
-
-    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``(N, d)`` points to ``z = T^{-1}(x)`` and ``log|det dT^{-1}/dx|`` of shape ``(N,)``."""
-        self.check_input(x)
-        z = x
-        ladj_inverse = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for coupling in reversed(self.couplings):
-            z, layer_ladj = coupling.inverse(z)
-            ladj_inverse = ladj_inverse + layer_ladj
-        return z, ladj_inverse

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from ttflow_cli.flows.coupling import CouplingFlow, Flow
+from ttflow_cli.flows.spline import SplineFlow
 
-# Flow classes by kind. A new family (for example a rational-quadratic spline
-# coupling) is one more entry here plus its own module.
+# Flow classes by kind. A new family is one more entry here plus its own module.
 _FLOW_CLASSES: dict[str, type[Flow]] = {
     CouplingFlow.kind: CouplingFlow,
+    SplineFlow.kind: SplineFlow,
 }
 
 FLOW_KINDS: tuple[str, ...] = ("none", *_FLOW_CLASSES)
@@ -28,9 +29,20 @@ def _flow_class(kind: str, valid_kinds: tuple[str, ...]) -> type[Flow]:
 
 
 def build_flow(
-    kind: str, dim: int, *, layers: int, hidden: int, depth: int, max_log_scale: float
+    kind: str,
+    dim: int,
+    *,
+    layers: int,
+    hidden: int,
+    depth: int,
+    max_log_scale: float = 2.0,
+    bins: int = 8,
+    tail_bound: float = 1.5,
 ) -> Flow | None:
     """Build a freshly initialized flow of the named kind, which starts as the identity.
+
+    Every option is accepted for every kind, as in the ``flow`` section of a spec, and
+    each kind uses those in its ``hyperparameter_names``.
 
     Args:
         kind: one of :data:`FLOW_KINDS`. ``"none"`` returns ``None``.
@@ -38,7 +50,10 @@ def build_flow(
         layers: number of coupling layers.
         hidden: width of the conditioners' hidden layers.
         depth: number of hidden layers per conditioner.
-        max_log_scale: bound on each layer's log-scale.
+        max_log_scale: bound on each affine layer's log-scale (kind ``"affine"``).
+        bins: number of spline bins (kind ``"spline"``).
+        tail_bound: half-width of the spline interval in reference coordinates,
+            outside which each spline layer is the identity (kind ``"spline"``).
 
     Returns:
         The flow, or ``None`` for kind ``"none"``.
@@ -48,9 +63,10 @@ def build_flow(
     """
     if kind == "none":
         return None
-    return _flow_class(kind, FLOW_KINDS)(
-        dim, layers=layers, hidden=hidden, depth=depth, max_log_scale=max_log_scale
-    )
+    flow_class = _flow_class(kind, FLOW_KINDS)
+    options = {"layers": layers, "hidden": hidden, "depth": depth, "max_log_scale": max_log_scale,
+               "bins": bins, "tail_bound": tail_bound}
+    return flow_class(dim, **{name: options[name] for name in flow_class.hyperparameter_names})
 
 
 def flow_architecture(flow: Flow) -> dict[str, Any]:
@@ -58,7 +74,8 @@ def flow_architecture(flow: Flow) -> dict[str, Any]:
 
     Returns:
         ``{"kind": ..., "dim": ..., **hyperparameters}``, for the affine kind
-        ``kind, dim, layers, hidden, depth, max_log_scale``.
+        ``kind, dim, layers, hidden, depth, max_log_scale`` and for the spline kind
+        ``kind, dim, layers, hidden, depth, bins, tail_bound``.
     """
     return {"kind": flow.kind, "dim": flow.dim, **flow.hyperparameters()}
 

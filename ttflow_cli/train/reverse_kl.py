@@ -7,6 +7,10 @@
 
 estimated with fresh base samples every step, so ``-L`` is the ELBO, a lower bound on
 ``log Z``; ``L`` can be negative.
+
+With annealing, the first ``anneal_steps`` steps fit the tempered target
+``p~^tau`` instead, with ``tau`` rising geometrically from ``anneal_start`` to 1:
+a flat early target lets a flow on a narrow base spread out before the modes sharpen.
 """
 
 from __future__ import annotations
@@ -43,11 +47,25 @@ class TrainSettings:
     eval_every: int = 100
     eval_samples: int = 4096
     patience: int = 5
+    anneal_steps: int = 0
+    anneal_start: float = 0.1
+
+    def inverse_temperature(self, step: int) -> float:
+        """Exponent ``tau`` of the tempered target ``p~^tau`` at ``step`` (1-based)."""
+        if step > self.anneal_steps:
+            return 1.0
+        return self.anneal_start ** (1.0 - (step - 1) / self.anneal_steps)
 
 
 @dataclass
 class TrainResult:
-    """History and outcome of training; the flow holds the best weights on return."""
+    """History and outcome of training. On return the flow has the best weights.
+
+    ``history`` has one entry per step: ``step``, ``loss`` (NaN for a skipped step),
+    ``elbo`` of the training batch against the untempered target, ``learning_rate``,
+    ``inverse_temperature`` and the running count ``skipped``. ``validation`` has one
+    entry per held-out estimate: ``step``, ``ess_fraction``, ``elbo`` and ``log_z``.
+    """
 
     stop_reason: str
     steps: int
@@ -55,6 +73,7 @@ class TrainResult:
     best_ess_fraction: float
     skipped_steps: int
     seconds: float
+    target_evaluations: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     validation: dict[str, list[float]] = field(default_factory=dict)
     optimizer_state: dict = field(default_factory=dict)
@@ -70,43 +89,55 @@ def train_reverse_kl(sampler: FlowSampler, log_prob: LogDensity, settings: Train
                      generator: torch.Generator, progress: Progress | None = None) -> TrainResult:
     """Fit ``sampler.flow`` by Adam on the reverse KL, with the guards real runs need.
 
-    A step whose loss or gradient is not finite is skipped and counted; gradients are
-    clipped to ``clip_norm``; every ``eval_every`` steps the ESS fraction of
-    ``eval_samples`` fresh samples is measured, the best weights are kept, and training
-    stops after ``patience`` validations without improvement. The learning rate
-    follows a cosine decay to 5% of its start over ``steps``.
+    A step whose loss or gradient is not finite is skipped and counted, and gradients
+    are clipped to ``clip_norm``. Every ``eval_every`` steps the ESS fraction of
+    ``eval_samples`` fresh samples is measured against the untempered target and the
+    best weights are kept. Training stops after ``patience`` validations without
+    improvement, counted only once annealing has ended. The learning rate follows a
+    cosine decay to 5% of its start over ``steps``.
+
+    Raises:
+        ValueError: the sampler has no flow.
+        NumericalError: every step was skipped.
     """
     flow = sampler.flow
     if flow is None:
         raise ValueError("the sampler has no flow to train")
+    counted = _CountingLogDensity(log_prob)
     optimizer = torch.optim.Adam(flow.parameters(), lr=settings.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=max(settings.steps, 1), eta_min=0.05 * settings.learning_rate
     )
-    history: dict[str, list[float]] = {"step": [], "loss": [], "learning_rate": [], "skipped": []}
+    history: dict[str, list[float]] = {
+        "step": [], "loss": [], "elbo": [], "learning_rate": [], "inverse_temperature": [], "skipped": [],
+    }
     validation: dict[str, list[float]] = {"step": [], "ess_fraction": [], "elbo": [], "log_z": []}
-    best_score = _validate(sampler, log_prob, settings, generator, validation, step=0)
+    best_score = _validate(sampler, counted, settings, generator, validation, step=0)
     best_state, best_step = copy.deepcopy(flow.state_dict()), 0
     stale, skipped, stop_reason, step = 0, 0, "steps", 0
     start = time.perf_counter()
 
     for step in range(1, settings.steps + 1):
-        loss = _step(sampler, log_prob, optimizer, settings, generator)
-        skipped += loss is None
-        if loss is not None:
+        inverse_temperature = settings.inverse_temperature(step)
+        outcome = _step(sampler, counted, optimizer, settings, generator, inverse_temperature)
+        skipped += outcome is None
+        if outcome is not None:
             schedule.step()
+        loss, elbo = outcome if outcome is not None else (math.nan, math.nan)
         history["step"].append(step)
-        history["loss"].append(math.nan if loss is None else loss)
+        history["loss"].append(loss)
+        history["elbo"].append(elbo)
         history["learning_rate"].append(optimizer.param_groups[0]["lr"])
+        history["inverse_temperature"].append(inverse_temperature)
         history["skipped"].append(skipped)
         if step % settings.eval_every and step != settings.steps:
             continue
-        score = _validate(sampler, log_prob, settings, generator, validation, step)
+        score = _validate(sampler, counted, settings, generator, validation, step)
         if progress is not None:
-            progress(step, {"loss": history["loss"][-1], "ess_fraction": score})
+            progress(step, {"loss": loss, "ess_fraction": score})
         if score > best_score:
             best_score, best_state, best_step, stale = score, copy.deepcopy(flow.state_dict()), step, 0
-        else:
+        elif step > settings.anneal_steps:
             stale += 1
         if settings.patience and stale >= settings.patience:
             stop_reason = "no improvement"
@@ -120,17 +151,32 @@ def train_reverse_kl(sampler: FlowSampler, log_prob: LogDensity, settings: Train
     flow.load_state_dict(best_state)
     return TrainResult(
         stop_reason=stop_reason, steps=step, best_step=best_step, best_ess_fraction=best_score,
-        skipped_steps=skipped, seconds=time.perf_counter() - start, history=history,
+        skipped_steps=skipped, seconds=time.perf_counter() - start,
+        target_evaluations=counted.evaluations, history=history,
         validation=validation, optimizer_state=optimizer.state_dict(),
     )
 
 
+class _CountingLogDensity:
+    """``log_prob`` wrapper that counts the points it scores."""
+
+    def __init__(self, log_prob: LogDensity):
+        self.log_prob = log_prob
+        self.evaluations = 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.evaluations += x.shape[0]
+        return self.log_prob(x)
+
+
 def _step(sampler: FlowSampler, log_prob: LogDensity, optimizer: torch.optim.Optimizer,
-          settings: TrainSettings, generator: torch.Generator) -> float | None:
-    """One optimizer step; returns the loss, or ``None`` when the step was skipped."""
+          settings: TrainSettings, generator: torch.Generator,
+          inverse_temperature: float) -> tuple[float, float] | None:
+    """One optimizer step on the tempered loss; returns ``(loss, elbo)``, or ``None`` when skipped."""
     optimizer.zero_grad(set_to_none=True)
     x, log_q = sampler.sample(settings.batch_size, generator)
-    loss = (log_q - log_prob(x)).mean()
+    log_p = log_prob(x)
+    loss = (log_q - inverse_temperature * log_p).mean()
     if not torch.isfinite(loss):
         return None
     loss.backward()
@@ -139,7 +185,7 @@ def _step(sampler: FlowSampler, log_prob: LogDensity, optimizer: torch.optim.Opt
         optimizer.zero_grad(set_to_none=True)
         return None
     optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach()), float((log_p - log_q).detach().mean())
 
 
 def _validate(sampler: FlowSampler, log_prob: LogDensity, settings: TrainSettings,

@@ -1,4 +1,9 @@
-"""``ttflow fit``: cross approximation, flow fine-tuning, evaluation, run file."""
+"""``ttflow fit``: cross approximation, flow fine-tuning, evaluation, run file.
+
+The base of the flow is the defensive TT (``flow.base: tt``) or a Gaussian
+(``flow.base: gaussian``), the baseline that shows what the TT buys. A standard
+Gaussian base needs no cross approximation, so that stage is skipped for it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ import torch
 from ttflow_cli.config import Spec, resolve_box, spec_to_yaml
 from ttflow_cli.errors import ConfigError, RunFileError
 from ttflow_cli.flows import build_flow
-from ttflow_cli.flows.model import FlowSampler
+from ttflow_cli.flows.gaussian import GaussianBase
+from ttflow_cli.flows.model import BaseDistribution, FlowSampler
 from ttflow_cli.runfile import flatten_state_dict, write_run
 from ttflow_cli.targets.base import Target
 from ttflow_cli.train import TrainResult, TrainSettings, train_reverse_kl
@@ -21,23 +27,32 @@ from ttflow_cli.tt.cross import CrossBudget, CrossResult, cross_approximate
 from ttflow_cli.tt.defensive import DefensiveTT
 from ttflow_cli.workflow.diagnostics import BoxCheck, SampleValidator, check_box
 from ttflow_cli.workflow.evaluation import Evaluation, evaluate
-from ttflow_cli.workflow.runstate import flow_tree, tt_tree
+from ttflow_cli.workflow.runstate import base_tree, flow_tree, tt_tree
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TrainProgress = Callable[[int, dict[str, float]], None]
 
+GAUSSIAN_FIT_SAMPLES = 4096
+"""TT samples whose mean and covariance define the fitted Gaussian base."""
+
 
 @dataclass
 class FitReport:
-    """Everything ``ttflow fit`` shows and stores."""
+    """Everything ``ttflow fit`` shows and stores.
+
+    ``cross`` and ``box_check`` are ``None`` when the run needed no TT (a standard
+    Gaussian base). ``evaluations`` counts target evaluations per stage: ``cross``,
+    ``train`` and ``evaluate``.
+    """
 
     run_path: Path
-    cross: CrossResult
-    box_check: BoxCheck
+    cross: CrossResult | None
+    box_check: BoxCheck | None
     box: Box
     train: TrainResult | None
     evaluation: Evaluation
     seconds: dict[str, float]
+    evaluations: dict[str, int]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,34 +86,57 @@ def fit(spec: Spec, target: Target, run_path: Path, *, device: torch.device, ove
     box = Box(resolve_box(spec, target))
     seconds: dict[str, float] = {}
 
-    start = time.perf_counter()
-    cross = _fit_tt(spec, target, box, device, generator)
-    seconds["cross"] = time.perf_counter() - start
-    box_check = check_box(cross.tt)
+    cross, box_check = None, None
+    if spec.flow.base == "tt" or spec.flow.gaussian == "fitted":
+        start = time.perf_counter()
+        cross = _fit_tt(spec, target, box, device, generator)
+        seconds["cross"] = time.perf_counter() - start
+        box_check = check_box(cross.tt)
 
-    base = DefensiveTT(cross.tt.to(device=device), spec.tt.defensive)
+    base, training_base = _build_base(spec, cross, target.dim, device, generator)
     flow = build_flow(spec.flow.kind, target.dim, layers=spec.flow.layers, hidden=spec.flow.hidden,
-                      depth=spec.flow.depth, max_log_scale=spec.flow.max_log_scale)
+                      depth=spec.flow.depth, max_log_scale=spec.flow.max_log_scale,
+                      bins=spec.flow.bins, tail_bound=spec.flow.tail_bound)
     sampler = FlowSampler(base, flow, box, dtype=dtype, device=device)
     train = None
     if flow is not None and spec.train.steps > 0:
         start = time.perf_counter()
         settings = TrainSettings(**spec.train.model_dump(exclude={"dtype"}))
-        # Training draws from the TT alone: a defensive uniform point in d dimensions
-        # has log p~ hundreds below the typical set, and its gradient would swamp
-        # the loss. The mixture is used again for every importance weight.
-        trained = FlowSampler(DefensiveTT(base.tt, 0.0), flow, box, dtype=dtype, device=device)
+        trained = FlowSampler(training_base, flow, box, dtype=dtype, device=device)
         train = train_reverse_kl(trained, target.log_prob, settings, generator, train_progress)
         seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
     evaluation = evaluate(sampler, target, spec.evaluate.samples, spec.evaluate.batch_size, generator)
     seconds["evaluate"] = time.perf_counter() - start
+    evaluations = {
+        "cross": cross.evaluations if cross is not None else 0,
+        "train": train.target_evaluations if train is not None else 0,
+        "evaluate": spec.evaluate.samples,
+    }
 
-    tree = _run_tree(spec, cross, box, sampler, train, evaluation, box_check, seconds, generator)
+    tree = _run_tree(spec, cross, box, base, sampler, train, evaluation, box_check, seconds,
+                     evaluations, generator)
     write_run(run_path, tree, overwrite=overwrite, attrs={"command_line": command_line, "seed": spec.seed})
     return FitReport(run_path=run_path, cross=cross, box_check=box_check, box=box, train=train,
-                     evaluation=evaluation, seconds=seconds)
+                     evaluation=evaluation, seconds=seconds, evaluations=evaluations)
+
+
+def _build_base(spec: Spec, cross: CrossResult | None, dim: int, device: torch.device,
+                generator: torch.Generator) -> tuple[BaseDistribution, BaseDistribution]:
+    """Build the base that evaluation samples from and the one that training samples from."""
+    if cross is None:  # a standard Gaussian base, the only one fitted without a TT
+        gaussian = GaussianBase.standard(dim)
+        return gaussian, gaussian
+    tt = cross.tt.to(device=device)
+    if spec.flow.base == "gaussian":
+        t, _ = DefensiveTT(tt, 0.0).sample(GAUSSIAN_FIT_SAMPLES, generator, dtype=torch.float64, device=device)
+        gaussian = GaussianBase.fit(t)
+        return gaussian, gaussian
+    # Training draws from the TT alone: a defensive uniform point in d dimensions
+    # has log p~ hundreds below the typical set, and its gradient would swamp
+    # the loss. The mixture is used again for every importance weight.
+    return DefensiveTT(tt, spec.tt.defensive), DefensiveTT(tt, 0.0)
 
 
 def _fit_tt(spec: Spec, target: Target, box: Box, device: torch.device,
@@ -119,30 +157,38 @@ def _fit_tt(spec: Spec, target: Target, box: Box, device: torch.device,
                              generator=cross_generator, dtype=torch.float64, device=device)
 
 
-def _run_tree(spec: Spec, cross: CrossResult, box: Box, sampler: FlowSampler, train: TrainResult | None,
-              evaluation: Evaluation, box_check: BoxCheck, seconds: dict[str, float],
+def _run_tree(spec: Spec, cross: CrossResult | None, box: Box, base: BaseDistribution,
+              sampler: FlowSampler, train: TrainResult | None, evaluation: Evaluation,
+              box_check: BoxCheck | None, seconds: dict[str, float], evaluations: dict[str, int],
               generator: torch.Generator) -> dict:
-    tt_group = tt_tree(cross.tt, box, spec.tt.defensive)
-    tt_group.update({
-        "stop_reason": cross.stop_reason,
-        "evaluations": cross.evaluations,
-        "history": cross.history_arrays(),
-        "box_check_coordinates": box_check.coordinates,
-        "box_check_face_ratio": box_check.face_ratio,
-    })
+    tree: dict = {"config": {"yaml": spec_to_yaml(spec)}}
+    if cross is not None and box_check is not None:
+        tt_group = tt_tree(cross.tt, box, spec.tt.defensive)
+        tt_group.update({
+            "stop_reason": cross.stop_reason,
+            "evaluations": cross.evaluations,
+            "history": cross.history_arrays(),
+            "box_check_coordinates": box_check.coordinates,
+            "box_check_face_ratio": box_check.face_ratio,
+        })
+        tree["tt"] = tt_group
+    tree["base"] = base_tree(base, box)
+
     train_group: dict = {"rng_state": generator.get_state().cpu().numpy()}
     if train is not None:
         train_group.update({
             "stop_reason": train.stop_reason, "steps": train.steps, "best_step": train.best_step,
+            "best_ess_fraction": train.best_ess_fraction,
             "skipped_steps": train.skipped_steps, "history": train.history_arrays(),
             "optimizer": flatten_state_dict(train.optimizer_state),
         })
     results = evaluation.to_dict()
-    results.update({"method": "importance sampling", **{f"seconds_{k}": v for k, v in seconds.items()}})
-    return {
-        "config": {"yaml": spec_to_yaml(spec)},
-        "tt": tt_group,
-        "flow": flow_tree(sampler.flow),
-        "train": train_group,
-        "results": results,
-    }
+    results.update({
+        "method": "importance sampling",
+        "base": spec.flow.base,
+        **{f"seconds_{k}": v for k, v in seconds.items()},
+        **{f"evaluations_{k}": v for k, v in evaluations.items()},
+        "evaluations": sum(evaluations.values()),
+    })
+    tree.update({"flow": flow_tree(sampler.flow), "train": train_group, "results": results})
+    return tree

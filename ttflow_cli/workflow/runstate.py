@@ -13,7 +13,8 @@ import yaml
 from ttflow_cli.config import Spec, spec_from_text
 from ttflow_cli.errors import ConfigError, RunFileError
 from ttflow_cli.flows import Flow, flow_architecture, flow_from_architecture
-from ttflow_cli.flows.model import FlowSampler
+from ttflow_cli.flows.gaussian import GaussianBase
+from ttflow_cli.flows.model import BaseDistribution, FlowSampler
 from ttflow_cli.runfile import read_run
 from ttflow_cli.targets.base import Target
 from ttflow_cli.tt.box import Box
@@ -34,6 +35,19 @@ def tt_tree(tt: SquaredTT, box: Box, defensive: float) -> dict:
         "box_high": box.high.numpy(),
         "defensive": defensive,
     }
+
+
+def base_tree(base: BaseDistribution, box: Box) -> dict:
+    """The ``/base`` group: which base the flow sits on, the box, and a Gaussian's parameters.
+
+    A TT base stores only its kind here; its cores are in ``/tt``.
+    """
+    group: dict = {"box_low": box.low.numpy(), "box_high": box.high.numpy()}
+    if isinstance(base, GaussianBase):
+        group.update({"kind": "gaussian", "mean": base.mean.numpy(), "scale_tril": base.scale_tril.numpy()})
+    else:
+        group["kind"] = "tt"
+    return group
 
 
 def flow_tree(flow: Flow | None) -> dict:
@@ -72,7 +86,7 @@ def restore_run(path: Path, device: torch.device, allow_plugin: bool = False) ->
         ConfigError: the run names a plugin and ``allow_plugin`` is false, because
             loading a plugin executes its code.
     """
-    run = read_run(path, groups=["config", "tt", "flow", "results"])
+    run = read_run(path, groups=["config", "flow", "results"])
     config_yaml = run.tree["config"]["yaml"]
     plugin = plugin_named_in(config_yaml)
     if plugin and not allow_plugin:
@@ -82,15 +96,26 @@ def restore_run(path: Path, device: torch.device, allow_plugin: bool = False) ->
         )
     spec, target = spec_from_text(config_yaml, source=str(path), spec_dir=path.parent)
     dtype = _DTYPES[spec.train.dtype]
-    tt_group = run.tree["tt"]
-    box = Box(list(zip(tt_group["box_low"].tolist(), tt_group["box_high"].tolist())))
+    # The spec names the base; a TT base lives in /tt, a Gaussian one in /base.
+    base_group_name = "tt" if spec.flow.base == "tt" else "base"
+    base_group = read_run(path, groups=[base_group_name]).tree[base_group_name]
+    box = Box(list(zip(base_group["box_low"].tolist(), base_group["box_high"].tolist())))
     if box.dim != target.dim:
         raise RunFileError(f"{path}: the stored box has {box.dim} coordinates but the target has {target.dim}")
-    cores = [torch.as_tensor(core) for core in tt_group["cores"]]
-    base = DefensiveTT(SquaredTT(cores).to(device=device), float(tt_group["defensive"]))
+    base = _restore_base(path, base_group_name, base_group, device)
     flow = _restore_flow(path, run.tree["flow"])
     sampler = FlowSampler(base, flow, box, dtype=dtype, device=device)
     return RestoredRun(spec=spec, target=target, sampler=sampler, results=run.tree.get("results", {}))
+
+
+def _restore_base(path: Path, group_name: str, group: dict, device: torch.device) -> BaseDistribution:
+    try:
+        if group_name == "tt":
+            cores = [torch.as_tensor(core) for core in group["cores"]]
+            return DefensiveTT(SquaredTT(cores).to(device=device), float(group["defensive"]))
+        return GaussianBase(torch.as_tensor(group["mean"]), torch.as_tensor(group["scale_tril"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RunFileError(f"{path}: the stored /{group_name} base cannot be rebuilt ({exc}); the file is damaged") from exc
 
 
 def _restore_flow(path: Path, group: dict) -> Flow | None:

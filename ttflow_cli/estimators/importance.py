@@ -192,3 +192,50 @@ def elbo(log_w: Tensor) -> float:
     if log_w.numel() == 0:
         raise ValueError("the ELBO needs at least one log weight; got an empty tensor")
     return float(log_w.to(torch.float64).mean())
+
+
+class ElboAccumulator:
+    """Accumulate the ELBO ``mean(log_w)`` and its standard error chunk by chunk.
+
+    The log weights are shifted by the first one before squaring, so that the variance
+    keeps its digits when ``|log Z|`` is large against the spread of ``log_w``. One
+    ``-inf`` log weight makes the ELBO ``-inf``, with no error.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._reference: float | None = None
+        self._sum = 0.0
+        self._sum_squares = 0.0
+        self._zero_weights = 0
+
+    def update(self, log_w: Tensor) -> None:
+        """Add a chunk of log weights of shape ``(N_chunk,)``."""
+        _check_log_weights(log_w)
+        log_w = log_w.detach().to(dtype=torch.float64)
+        self.n += log_w.numel()
+        finite = log_w[torch.isfinite(log_w)]
+        self._zero_weights += log_w.numel() - finite.numel()
+        if finite.numel() == 0:
+            return
+        if self._reference is None:
+            self._reference = float(finite[0])
+        centered = finite - self._reference
+        self._sum += float(centered.sum())
+        self._sum_squares += float((centered * centered).sum())
+
+    def estimate(self) -> tuple[float, float | None]:
+        """Return ``(ELBO, standard error)``; the error is ``None`` when the ELBO is ``-inf`` or ``N < 2``.
+
+        Raises:
+            ValueError: if no log weights were added.
+        """
+        if self.n == 0:
+            raise ValueError("the ELBO needs at least one log weight; call update() first")
+        if self._zero_weights or self._reference is None:
+            return -math.inf, None
+        mean = self._sum / self.n
+        if self.n < 2:
+            return self._reference + mean, None
+        variance = max(self._sum_squares / self.n - mean * mean, 0.0) * self.n / (self.n - 1)
+        return self._reference + mean, math.sqrt(variance / self.n)

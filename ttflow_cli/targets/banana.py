@@ -80,3 +80,11 @@ class Banana(Target):
     def observables(self) -> dict[str, Observable]:
         """Return the energy ``-log p~`` and the mean of the coordinates."""
         return {"energy": lambda x: -self.log_prob(x), "mean": lambda x: x.mean(dim=1)}
+
+    def exact_observables(self) -> dict[str, float]:
+        """Return ``E[energy] = d/2`` and ``E[mean] = 0``.
+
+        In the sheared coordinates the energy is half the sum of ``d`` squared standard
+        normals, and ``E[x_2] = b (E[x_1^2] - s^2) = 0``.
+        """
+        return {"energy": 0.5 * self.dim, "mean": 0.0}

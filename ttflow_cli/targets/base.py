@@ -43,6 +43,10 @@ class Target(ABC):
         """Named functions ``(N, d) -> (N,)`` whose averages the evaluation reports."""
         return {}
 
+    def exact_observables(self) -> dict[str, float]:
+        """Exact averages under the normalized target of those observables where they are known."""
+        return {}
+
     def energy(self, x: Tensor) -> Tensor:
         """Energy ``-log_prob / beta`` where ``beta`` is set, else ``-log_prob``."""
         scale = self.beta if self.beta is not None else 1.0

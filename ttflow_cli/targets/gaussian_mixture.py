@@ -123,3 +123,12 @@ class GaussianMixture(Target):
     def observables(self) -> dict[str, Observable]:
         """Return the energy ``-log p~`` and the mean of the coordinates."""
         return {"energy": lambda x: -self.log_prob(x), "mean": lambda x: x.mean(dim=1)}
+
+    def exact_observables(self) -> dict[str, float]:
+        """Return the exact average of ``mean``: the weighted average over components of ``mean(mu_k)``.
+
+        ``energy`` is left out: its average is the entropy of the mixture plus ``log Z``,
+        which has no closed form when components overlap.
+        """
+        probabilities = self.weights / self.weights.sum()
+        return {"mean": float(probabilities @ self.means.mean(axis=1))}

@@ -15,7 +15,9 @@ factor is exponentiated before its maximum is subtracted.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,13 +27,22 @@ SiteLogFactor = Callable[[Array], Array]
 BondLogFactor = Callable[[Array, Array], Array]
 
 
+@functools.lru_cache(maxsize=8)
+def _legendre_rule(nodes: int) -> tuple[Array, Array]:
+    """Gauss-Legendre rule on ``[-1, 1]``, cached: 600 nodes take an eigendecomposition of 600 x 600."""
+    t, w = np.polynomial.legendre.leggauss(nodes)
+    t.flags.writeable = False
+    w.flags.writeable = False
+    return t, w
+
+
 def gauss_legendre(nodes: int, low: float, high: float) -> tuple[Array, Array]:
     """Gauss-Legendre nodes and weights on ``[low, high]``, both of shape ``(nodes,)``."""
     if nodes < 1:
         raise ValueError(f"expected at least 1 quadrature node; got {nodes}")
     if not low < high:
         raise ValueError(f"expected low < high; got [{low}, {high}]")
-    t, w = np.polynomial.legendre.leggauss(nodes)
+    t, w = _legendre_rule(nodes)
     half = 0.5 * (high - low)
     return low + half * (t + 1.0), half * w
 
@@ -238,3 +249,138 @@ def ring_site_moments(
     mass = (eigenvectors**2) @ powers
     mass /= mass.sum()
     return float(mass @ u), float(mass @ u**2)
+
+
+def open_chain_additive_moments(
+    log_site: SiteLogFactor,
+    log_bond: BondLogFactor,
+    sites: int,
+    grid: tuple[Array, Array],
+    left: float,
+    right: float,
+    site_term: SiteLogFactor,
+    bond_term: BondLogFactor,
+) -> tuple[float, float]:
+    """Compute ``E[A]`` and ``E[A^2]`` of an additive observable on an open chain.
+
+    .. math::
+
+        A(u) = \\sum_{i=1}^{N} a(u_i) + \\sum_{i=0}^{N} e(u_i, u_{i+1}),
+        \\qquad u_0 = \\ell, \\; u_{N+1} = r
+
+    Besides the forward message ``F`` (the measure with the sites before ``k``
+    integrated out), two more messages carry ``A_k`` and ``A_k^2`` of the partial sum
+    up to site ``k`` under the same measure. Adding site ``k + 1`` with increment
+    ``d = e(u_k, u_{k+1}) + a(u_{k+1})`` updates them as
+    ``G' = (G + F d) K m`` and ``H' = (H + 2 G d + F d^2) K m``, with the bond kernel ``K``
+    and the site mass ``m``. All three share one scale per step, so only ratios are
+    formed and nothing overflows.
+
+    Args:
+        log_site, log_bond, sites, grid, left, right: as for :func:`open_chain_log_z`.
+        site_term: ``a``, vectorized over an array of site values.
+        bond_term: ``e(u, v)``, vectorized with broadcasting; it also applies to the
+            bonds to ``left`` and ``right``.
+
+    Returns:
+        ``(E[A], E[A^2])`` on the quadrature grid.
+    """
+    _check_sites(sites)
+    u, _ = grid
+    log_mass, kernel, _ = _chain_operators(log_site, log_bond, grid)
+    mass = np.exp(log_mass - np.max(log_mass))
+    site = site_term(u)
+    bond = bond_term(u[:, None], u[None, :])
+    kernel_bond = kernel * bond
+    kernel_bond2 = kernel * bond**2
+
+    left_values = np.full_like(u, left)
+    forward, _ = _shifted_log(log_bond(left_values, u))
+    forward = forward * mass
+    increment = bond_term(left_values, u) + site
+    first = forward * increment
+    second = forward * increment**2
+    for _ in range(sites - 1):
+        moved = forward @ kernel
+        moved_first = first @ kernel
+        moved_bond = forward @ kernel_bond
+        second = mass * (
+            second @ kernel + 2.0 * (first @ kernel_bond) + 2.0 * site * moved_first
+            + forward @ kernel_bond2 + 2.0 * site * moved_bond + site**2 * moved
+        )
+        first = mass * (moved_first + moved_bond + site * moved)
+        forward = mass * moved
+        scale = np.max(forward)
+        forward, first, second = forward / scale, first / scale, second / scale
+
+    right_values = np.full_like(u, right)
+    closing, _ = _shifted_log(log_bond(u, right_values))
+    last_bond = bond_term(u, right_values)
+    norm = forward @ closing
+    mean = (first + forward * last_bond) @ closing / norm
+    second_moment = (second + 2.0 * first * last_bond + forward * last_bond**2) @ closing / norm
+    return float(mean), float(second_moment)
+
+
+@dataclass(frozen=True)
+class RingSpectrum:
+    """Eigendecomposition of the symmetrized transfer matrix of a ring, scaled to a top eigenvalue of 1.
+
+    Attributes:
+        sites: number of sites ``N``.
+        nodes: quadrature nodes, shape ``(n,)``.
+        kernel: symmetrized transfer matrix divided by its largest eigenvalue, ``(n, n)``.
+        ratios: eigenvalues divided by the largest, ascending, ``(n,)``.
+        vectors: orthonormal eigenvectors as columns, ``(n, n)``.
+    """
+
+    sites: int
+    nodes: Array
+    kernel: Array
+    ratios: Array
+    vectors: Array
+
+
+def ring_spectrum(
+    log_site: SiteLogFactor, log_bond: BondLogFactor, sites: int, grid: tuple[Array, Array]
+) -> RingSpectrum:
+    """Diagonalize the transfer matrix of a ring once, for :func:`ring_additive_mean` and
+    :func:`ring_site_sum_second_moment`. Arguments are those of :func:`ring_log_z`."""
+    _ring_check(log_bond, grid, sites)
+    kernel, _ = _ring_kernel(log_site, log_bond, grid)
+    eigenvalues, eigenvectors = np.linalg.eigh(kernel)
+    largest = eigenvalues[-1]
+    return RingSpectrum(sites, grid[0], kernel / largest, eigenvalues / largest, eigenvectors)
+
+
+def ring_additive_mean(spectrum: RingSpectrum, site_term: SiteLogFactor, bond_term: BondLogFactor) -> float:
+    """Compute ``E[A]`` for ``A = sum_i a(u_i) + sum_i e(u_i, u_{i+1})`` on a ring.
+
+    All sites and bonds are alike, so ``E[A] = N (E[a(u_1)] + E[e(u_1, u_2)])``, with
+    ``E[e] = trace((T o E) T^(N-1)) / trace(T^N)`` for the symmetrized transfer matrix
+    ``T`` and the elementwise product ``T o E``. ``bond_term`` must be symmetric.
+    """
+    u, sites = spectrum.nodes, spectrum.sites
+    vectors, ratios = spectrum.vectors, spectrum.ratios
+    norm = np.sum(ratios**sites)
+    site_mean = (vectors**2 * site_term(u)[:, None]).sum(axis=0) @ ratios**sites / norm
+    bonded = spectrum.kernel * bond_term(u[:, None], u[None, :])
+    bond_diagonal = np.sum(vectors * (bonded @ vectors), axis=0)
+    bond_mean = bond_diagonal @ ratios ** (sites - 1) / norm
+    return float(sites * (site_mean + bond_mean))
+
+
+def ring_site_sum_second_moment(spectrum: RingSpectrum, site_term: SiteLogFactor) -> float:
+    """Compute ``E[S^2]`` for ``S = sum_i a(u_i)`` on a ring, from the two-point function.
+
+    ``E[S^2] = N sum_{r=0}^{N-1} E[a(u_1) a(u_{1+r})]``, and with ``T = V diag(lambda) V^T``
+    and ``M = V^T diag(a) V``,
+    ``E[a(u_1) a(u_{1+r})] = sum_{kl} M_kl^2 lambda_l^r lambda_k^(N-r) / sum_k lambda_k^N``.
+    """
+    u, sites = spectrum.nodes, spectrum.sites
+    vectors, ratios = spectrum.vectors, spectrum.ratios
+    squared = (vectors.T @ (site_term(u)[:, None] * vectors)) ** 2
+    total = 0.0
+    for r in range(sites):
+        total += ratios ** (sites - r) @ squared @ ratios**r
+    return float(sites * total / np.sum(ratios**sites))

@@ -109,7 +109,7 @@ def test_evaluate_json_one_object(fitted_run: Path, run_cli: RunCli) -> None:
     assert len(result.stdout.strip().splitlines()) == 1
     estimate = json.loads(result.stdout)
     assert isinstance(estimate, dict)
-    assert set(estimate) == EVALUATE_KEYS
+    assert EVALUATE_KEYS <= set(estimate)
     assert math.isfinite(estimate["log_z"])
     assert estimate["n"] == 512  # evaluate.samples of the tiny spec
 

@@ -18,13 +18,14 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ttflow_cli import __version__
-from ttflow_cli.cli.output import console, cross_table, error_console, evaluation_table
+from ttflow_cli.cli.output import chain_table, console, cross_table, error_console, evaluation_table
 from ttflow_cli.config import load_spec
 from ttflow_cli.errors import ConfigError, TTFlowError
 from ttflow_cli.runfile import write_samples
+from ttflow_cli.workflow.chain import draw_chain
 from ttflow_cli.workflow.evaluation import evaluate as evaluate_sampler
 from ttflow_cli.workflow.fit import default_run_path, fit as fit_run, resolve_device
-from ttflow_cli.workflow.runstate import restore_run
+from ttflow_cli.workflow.runstate import RestoredRun, restore_run
 
 app = typer.Typer(
     name="ttflow",
@@ -164,15 +165,25 @@ def sample(
     device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples drawn per batch.", min=1)] = 50_000,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing sample file.")] = False,
+    mcmc: Annotated[bool, typer.Option(
+        "--mcmc", help="Write an unweighted independent Metropolis-Hastings chain with the sampler as proposal.")] = False,
     allow_plugin: AllowPluginOption = False,
 ) -> None:
-    """Draw samples with log q, log p and importance log-weights into an HDF5 file."""
+    """Draw samples with log q, log p and importance log-weights into an HDF5 file.
+
+    With --mcmc the rows are the states of an unweighted chain (repeated where a
+    proposal was rejected), and the acceptance rate and the integrated
+    autocorrelation time of each observable are printed.
+    """
     with _user_errors(ctx):
         out_path = out if out is not None else run_path.parent / "samples.h5"
         if out_path.exists() and not overwrite:
             raise ConfigError(f"{out_path}: sample file already exists; pass --overwrite or choose another --out")
         run = restore_run(run_path, resolve_device(device), allow_plugin)
         generator = torch.Generator(device=run.sampler.device).manual_seed(seed if seed is not None else 1)
+        if mcmc:
+            _write_chain(run, run_path, out_path, count, batch_size, generator, overwrite)
+            return
         columns: dict[str, list] = {"x": [], "log_q": [], "log_p": [], "log_w": []}
         for x, log_q in run.sampler.sample_batches(count, batch_size, generator):
             log_p = run.target.log_prob(x)
@@ -184,6 +195,17 @@ def sample(
         console.print(f"wrote {count:,} samples to {out_path}")
 
 
+def _write_chain(run: RestoredRun, run_path: Path, out_path: Path, count: int, batch_size: int,
+                 generator: torch.Generator, overwrite: bool) -> None:
+    chain = draw_chain(run.sampler, run.target, count, batch_size, generator, run.spec.evaluate.observables)
+    summary = chain.summary
+    attrs = {"run_file": str(run_path), "command_line": shlex.join(sys.argv), "mcmc": "independent Metropolis-Hastings",
+             "acceptance": summary.acceptance}
+    write_samples(out_path, chain.arrays, overwrite=overwrite, attrs=attrs)
+    console.print(chain_table(summary, run.target.exact_observables(), "Independent Metropolis-Hastings chain"))
+    console.print(f"wrote {count:,} chain states to {out_path}")
+
+
 @app.command()
 def evaluate(
     ctx: typer.Context,
@@ -192,18 +214,52 @@ def evaluate(
     seed: SeedOption = None,
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    mcmc: Annotated[bool, typer.Option(
+        "--mcmc", help="Also run an independent Metropolis-Hastings chain over the same proposals.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", help="Samples scored at once (sets memory, not results); default from the spec.", min=1)] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(
+        "--bootstrap", help="Poisson bootstrap replicates, 0 for none; default from the spec.", min=0)] = None,
+    observables: Annotated[Optional[list[str]], typer.Option(
+        "--observable", metavar="NAME", help="Observable to report (repeatable); default from the spec.")] = None,
     allow_plugin: AllowPluginOption = False,
 ) -> None:
-    """Estimate ESS, log Z and free energy from fresh samples of a fitted run."""
+    """Estimate ESS, log Z, free energy and observables, with errors, from fresh samples of a fitted run."""
     with _user_errors(ctx):
+        if bootstrap == 1:
+            raise ConfigError("--bootstrap: expected 0 (no bootstrap) or at least 2 replicates; got 1")
         run = restore_run(run_path, resolve_device(device), allow_plugin)
-        samples = count if count is not None else run.spec.evaluate.samples
+        settings = run.spec.evaluate
+        samples = count if count is not None else settings.samples
         generator = torch.Generator(device=run.sampler.device).manual_seed(seed if seed is not None else 1)
-        evaluation = evaluate_sampler(run.sampler, run.target, samples, run.spec.evaluate.batch_size, generator)
+        with _sample_progress(samples) as progress:
+            evaluation = evaluate_sampler(
+                run.sampler, run.target, samples, batch_size or settings.batch_size, generator,
+                observables=observables or settings.observables,
+                bootstrap=settings.bootstrap if bootstrap is None else bootstrap,
+                mcmc=mcmc, progress=progress,
+            )
         if as_json:
             typer.echo(json.dumps(evaluation.to_dict()))
         else:
             console.print(evaluation_table(evaluation, f"Evaluation of {run_path}"))
+            if evaluation.chain is not None:
+                console.print(chain_table(evaluation.chain, evaluation.exact_observables,
+                                          "Independent Metropolis-Hastings chain over the same proposals"))
+        for message in evaluation.warnings():
+            error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _sample_progress(samples: int) -> Iterator:
+    if not error_console.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("evaluating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=error_console, transient=True) as bar:
+        task = bar.add_task("evaluate", total=samples)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def main() -> None:

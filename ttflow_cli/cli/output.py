@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ttflow_cli.estimators import ChainSummary
 from ttflow_cli.workflow.evaluation import Evaluation
 from ttflow_cli.workflow.fit import FitReport
 
@@ -35,23 +37,72 @@ def cross_table(report: FitReport) -> Table:
     return table
 
 
+def _deviation(estimate: float, exact: float | None, error: float | None) -> str:
+    """``(estimate - exact) / error`` in standard errors, or blank without an exact value."""
+    if exact is None or error is None:
+        return ""
+    if error <= 0:
+        return "inf" if estimate != exact else "0"
+    return f"{(estimate - exact) / error:+.2f}"
+
+
+def _larger(*errors: float | None) -> float | None:
+    known = [error for error in errors if error is not None]
+    return max(known) if known else None
+
+
 def evaluation_table(evaluation: Evaluation, title: str) -> Table:
-    """ESS, log Z, free energy and ELBO, with the exact log Z where known."""
+    """ESS, tail diagnostic, log Z, free energy, ELBO and observables, beside exact values where known.
+
+    The deviation is in units of the larger of the delta-method and bootstrap errors.
+    """
     estimate = evaluation.estimate
-    table = Table(title=title)
-    table.add_column("quantity")
-    table.add_column("estimate", justify="right")
-    table.add_column("std. error", justify="right")
-    table.add_row("samples", f"{estimate.n:,}", "")
-    table.add_row("ESS", f"{estimate.ess:,.1f}", "")
-    table.add_row("ESS fraction", _number(estimate.ess_fraction, 4), "")
-    table.add_row("log Z", _number(estimate.log_z, 8), _number(estimate.log_z_err, 3))
-    if evaluation.exact_log_z is not None:
-        deviation = estimate.log_z - evaluation.exact_log_z
-        sigmas = deviation / estimate.log_z_err if estimate.log_z_err > 0 else math.inf
-        table.add_row("log Z exact", _number(evaluation.exact_log_z, 8), "")
-        table.add_row("log Z - exact", _number(deviation, 3), f"{sigmas:+.2f} sigma")
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+                  caption="delta, boot: standard errors by the delta method and by the Poisson bootstrap; "
+                          "dev: (estimate - exact) / the larger error; unknown: no exact value is available")
+    table.add_column("quantity", no_wrap=True)
+    for column in ("estimate", "delta", "boot", "exact", "dev"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_row("samples", f"{estimate.n:,}")
+    table.add_row("ESS", f"{estimate.ess:,.1f}")
+    table.add_row("ESS fraction", _number(estimate.ess_fraction, 4))
+    table.add_row("Pareto k", _number(evaluation.pareto_k, 3))
+
+    exact_log_z = evaluation.exact_log_z
+    log_z_error = _larger(estimate.log_z_err, evaluation.log_z_err_bootstrap)
+    table.add_row("log Z", _number(estimate.log_z, 8), _number(estimate.log_z_err, 3),
+                  _number(evaluation.log_z_err_bootstrap, 3), _number(exact_log_z, 8),
+                  _deviation(estimate.log_z, exact_log_z, log_z_error))
     if estimate.free_energy is not None:
-        table.add_row("free energy", _number(estimate.free_energy, 8), _number(estimate.free_energy_err, 3))
-    table.add_row("ELBO (lower bound on log Z)", _number(evaluation.elbo, 8), "")
+        exact_free_energy = evaluation.exact_free_energy
+        table.add_row("free energy", _number(estimate.free_energy, 8), _number(estimate.free_energy_err, 3),
+                      _number(evaluation.free_energy_err_bootstrap, 3), _number(exact_free_energy, 8),
+                      _deviation(estimate.free_energy, exact_free_energy,
+                                 _larger(estimate.free_energy_err, evaluation.free_energy_err_bootstrap)))
+    table.add_row("ELBO", _number(evaluation.elbo, 8), _number(evaluation.elbo_err, 3))
+
+    for name, item in evaluation.observables.items():
+        exact = evaluation.exact_observables.get(name)
+        table.add_row(name, _number(item.mean, 8), _number(item.err, 3), _number(item.err_bootstrap, 3),
+                      _number(exact, 8) if exact is not None else "unknown",
+                      _deviation(item.mean, exact, _larger(item.err, item.err_bootstrap)))
+    return table
+
+
+def chain_table(summary: ChainSummary, exact: dict[str, float], title: str) -> Table:
+    """Acceptance rate, and per observable the chain average, its error and tau_int."""
+    acceptance = _number(summary.acceptance, 4)
+    table = Table(title=f"{title}: {summary.steps:,} steps, acceptance {acceptance}", box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False,
+                  caption="error: sqrt(tau_int Var / N), tau_int with Sokal's window (c = 5); "
+                          "dev: (mean - exact) / error")
+    table.add_column("observable", no_wrap=True)
+    for column in ("mean", "error", "tau_int", "exact", "dev"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, item in summary.observables.items():
+        value = exact.get(name)
+        tau = _number(item.tau_int, 4) + ("" if item.converged or item.tau_int is None else " (window not reached)")
+        table.add_row(name, _number(item.mean, 8), _number(item.err, 3), tau,
+                      _number(value, 8) if value is not None else "unknown",
+                      _deviation(item.mean, value, item.err))
     return table

@@ -61,7 +61,7 @@ class SquaredTT:
     def __init__(self, cores: list[Tensor]):
         if not cores:
             raise ValueError("a tensor train needs at least one core")
-        cores = round_cores(cores, tolerance=0.0, max_rank=10**9)
+        cores = round_cores(cores, tolerance=0.0, max_rank=10**9, normalize=True)
         norm = torch.linalg.norm(cores[0])
         if not torch.isfinite(norm) or norm == 0:
             raise ValueError(f"the TT coefficient tensor has norm {float(norm)}; cannot normalize")
@@ -82,7 +82,7 @@ class SquaredTT:
         nodes, weights = chebyshev.gauss_legendre(n)
         projection = orthonormal_projection(nodes, weights, grid_cores[0])
         cores = [torch.einsum("ji,aib->ajb", projection, core) for core in grid_cores]
-        return cls(round_cores(cores, tolerance, max_rank))
+        return cls(round_cores(cores, tolerance, max_rank, normalize=True))
 
     @property
     def dim(self) -> int:

@@ -33,7 +33,7 @@ SIGMAS = 4.0
 # Chunked and one-pass sums differ in summation order only: a few ulps per term.
 CHUNK_REL_TOL = 1e-10
 # With bounded weights at N = 20000 both errors estimate the same standard deviation,
-# each to about 1 %; the bootstrap adds its own 5 % noise with 200 replicates.
+# each to about 1 %, and the bootstrap adds its own 5 % noise with 200 replicates.
 ERROR_AGREEMENT = 0.2
 EXISTING_KEYS = {"n", "ess", "ess_fraction", "log_z", "log_z_err", "free_energy", "free_energy_err",
                  "elbo", "exact_log_z"}

@@ -15,7 +15,7 @@ from ttflow_cli.estimators.mcmc import PREVIOUS_STATE, chain_rows
 # Chunked and one-pass FFT sums differ in rounding only.
 CHUNK_TOL = 1e-9
 # For an AR(1) series of 200,000 steps with tau = 9, the estimate of tau has a relative
-# standard error of about sqrt(2 (2M + 1) / N) = 3 % at the window M ~ 45 (Sokal, eq. 3.19).
+# standard error of about sqrt(2 (2M + 1) / N) = 3 % at the window M ~ 45 (Sokal's estimate).
 AR1_TAU_REL_TOL = 0.15
 SIGMAS = 4.0
 
@@ -89,7 +89,7 @@ def test_zero_density_start_left_at_once() -> None:
 @pytest.mark.parametrize(("u", "expected"), [(0.2, [0, 1, 2]), (0.4, [0, 0, 0])])
 def test_acceptance_rule_uses_weight_ratio(u: float, expected: list[int]) -> None:
     # From weight 1 to 0.3: accept exactly when u < 0.3. Between equal weights
-    # 0.3 -> 0.3 every step accepts; from 1 to 0.3 with u = 0.99 none does.
+    # 0.3 -> 0.3 every step accepts, and from 1 to 0.3 with u = 0.99 none does.
     chain = IndependenceChain()
     log_w = torch.tensor([0.0, math.log(0.3), math.log(0.3)], dtype=torch.float64)
     log_u = torch.tensor([0.0, math.log(u), math.log(0.99)], dtype=torch.float64)

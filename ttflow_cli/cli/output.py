@@ -37,6 +37,18 @@ def cross_table(report: FitReport) -> Table:
     return table
 
 
+def _to_error(value: float | None, error: float | None, extra: int = 0) -> str:
+    """Format ``value`` to two significant digits of ``error`` (plus ``extra`` decimals).
+
+    Without a positive finite error it falls back to 8 significant digits.
+    """
+    if value is None or error is None or not math.isfinite(value) or not (math.isfinite(error) and error > 0):
+        return _number(value, 8)
+    decimals = max(0, 1 - math.floor(math.log10(error))) + extra
+    # Adding 0.0 turns a rounded -0.0 into 0.0.
+    return f"{round(value, decimals) + 0.0:.{decimals}f}"
+
+
 def _deviation(estimate: float, exact: float | None, error: float | None) -> str:
     """``(estimate - exact) / error`` in standard errors, or blank without an exact value."""
     if exact is None or error is None:
@@ -59,7 +71,8 @@ def evaluation_table(evaluation: Evaluation, title: str) -> Table:
     estimate = evaluation.estimate
     table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
                   caption="delta, boot: standard errors by the delta method and by the Poisson bootstrap; "
-                          "dev: (estimate - exact) / the larger error; unknown: no exact value is available")
+                          "dev: (estimate - exact) / the larger error; unknown: no exact value is available; "
+                          "estimates to two digits of their error")
     table.add_column("quantity", no_wrap=True)
     for column in ("estimate", "delta", "boot", "exact", "dev"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -70,22 +83,24 @@ def evaluation_table(evaluation: Evaluation, title: str) -> Table:
 
     exact_log_z = evaluation.exact_log_z
     log_z_error = _larger(estimate.log_z_err, evaluation.log_z_err_bootstrap)
-    table.add_row("log Z", _number(estimate.log_z, 8), _number(estimate.log_z_err, 3),
-                  _number(evaluation.log_z_err_bootstrap, 3), _number(exact_log_z, 8),
+    table.add_row("log Z", _to_error(estimate.log_z, log_z_error), _number(estimate.log_z_err, 3),
+                  _number(evaluation.log_z_err_bootstrap, 3), _to_error(exact_log_z, log_z_error, 1),
                   _deviation(estimate.log_z, exact_log_z, log_z_error))
     if estimate.free_energy is not None:
         exact_free_energy = evaluation.exact_free_energy
-        table.add_row("free energy", _number(estimate.free_energy, 8), _number(estimate.free_energy_err, 3),
-                      _number(evaluation.free_energy_err_bootstrap, 3), _number(exact_free_energy, 8),
-                      _deviation(estimate.free_energy, exact_free_energy,
-                                 _larger(estimate.free_energy_err, evaluation.free_energy_err_bootstrap)))
-    table.add_row("ELBO", _number(evaluation.elbo, 8), _number(evaluation.elbo_err, 3))
+        free_energy_error = _larger(estimate.free_energy_err, evaluation.free_energy_err_bootstrap)
+        table.add_row("free energy", _to_error(estimate.free_energy, free_energy_error),
+                      _number(estimate.free_energy_err, 3), _number(evaluation.free_energy_err_bootstrap, 3),
+                      _to_error(exact_free_energy, free_energy_error, 1),
+                      _deviation(estimate.free_energy, exact_free_energy, free_energy_error))
+    table.add_row("ELBO", _to_error(evaluation.elbo, evaluation.elbo_err), _number(evaluation.elbo_err, 3))
 
     for name, item in evaluation.observables.items():
         exact = evaluation.exact_observables.get(name)
-        table.add_row(name, _number(item.mean, 8), _number(item.err, 3), _number(item.err_bootstrap, 3),
-                      _number(exact, 8) if exact is not None else "unknown",
-                      _deviation(item.mean, exact, _larger(item.err, item.err_bootstrap)))
+        error = _larger(item.err, item.err_bootstrap)
+        table.add_row(name, _to_error(item.mean, error), _number(item.err, 3), _number(item.err_bootstrap, 3),
+                      _to_error(exact, error, 1) if exact is not None else "unknown",
+                      _deviation(item.mean, exact, error))
     return table
 
 
@@ -102,7 +117,7 @@ def chain_table(summary: ChainSummary, exact: dict[str, float], title: str) -> T
     for name, item in summary.observables.items():
         value = exact.get(name)
         tau = _number(item.tau_int, 4) + ("" if item.converged or item.tau_int is None else " (window not reached)")
-        table.add_row(name, _number(item.mean, 8), _number(item.err, 3), tau,
-                      _number(value, 8) if value is not None else "unknown",
+        table.add_row(name, _to_error(item.mean, item.err), _number(item.err, 3), tau,
+                      _to_error(value, item.err, 1) if value is not None else "unknown",
                       _deviation(item.mean, value, item.err))
     return table

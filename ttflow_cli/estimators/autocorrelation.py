@@ -159,6 +159,6 @@ def _lagged_products(previous: np.ndarray, chunk: np.ndarray, max_lag: int) -> n
     size = 1 << int(np.ceil(np.log2(series.shape[0] + chunk.shape[0])))
     spectrum = np.conj(np.fft.rfft(chunk, size, axis=0)) * np.fft.rfft(series, size, axis=0)
     correlation = np.fft.irfft(spectrum, size, axis=0)
-    # correlation[s] = sum_j chunk[j] * series[j + s]; lag l is the shift s = offset - l.
+    # correlation[s] = sum_j chunk[j] * series[j + s], and lag l is the shift s = offset - l.
     shifts = offset - np.arange(max_lag + 1)
     return correlation[shifts % size] * (shifts > -chunk.shape[0])[:, None]

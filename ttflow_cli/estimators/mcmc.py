@@ -1,7 +1,7 @@
 r"""Independent Metropolis-Hastings with the model as proposal, run chunk by chunk.
 
-Proposals ``x' ~ q`` are independent of the current state ``x``, and the target
-``p ~ p~`` is left invariant by accepting ``x'`` with probability
+Proposals ``x' ~ q`` are independent of the current state ``x``, and the normalized
+target ``p = p~ / Z`` is left invariant by accepting ``x'`` with probability
 
 .. math::
 
@@ -10,8 +10,9 @@ Proposals ``x' ~ q`` are independent of the current state ``x``, and the target
 so only importance weights enter and ``Z`` cancels. The chain starts at the first
 proposal: it is a draw from ``q``, which is already close to the target for a fitted
 sampler, so no burn-in is discarded. When ``p / q`` is bounded by ``W``, the chain is
-uniformly ergodic with rate ``1 - 1/W`` (Mengersen and Tweedie), and a chain stuck
-after one very large weight is the sign that it is not.
+uniformly ergodic with rate ``1 - 1/W`` (Mengersen and Tweedie). A chain that sticks
+for long stretches after one very large weight shows that ``p / q`` is not bounded
+in practice, and its ``tau_int`` is then large.
 
 References:
     Tierney, "Markov chains for exploring posterior distributions", Annals of
@@ -182,7 +183,7 @@ class ChainObservables:
             The chain states, as from :meth:`IndependenceChain.advance`.
         """
         states = self.chain.advance(log_w, log_u)
-        # Only a chain that starts at a zero-density proposal visits one; its
+        # Only a chain that starts at a zero-density proposal visits one. Its
         # observables count as 0 for that one step instead of a possible NaN.
         values = check_observable_values(self.names, values.detach().cpu(), log_w.detach().cpu())
         rows = chain_rows(states, values, self._current)

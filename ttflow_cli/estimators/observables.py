@@ -132,7 +132,7 @@ class SelfNormalizedAccumulator:
                 f"all {self.n} importance log weights are -inf, so no observable average can be estimated"
             )
         centered = self._sum_wg / self._sum_w
-        # sum w^2 (g - mean_g)^2, expanded; clamped because rounding can make it slightly negative.
+        # sum w^2 (g - mean_g)^2, expanded and clamped at 0 because rounding can make it negative.
         spread = self._sum_w2g2 - 2.0 * centered * self._sum_w2g + centered**2 * self._sum_w2
         errors = torch.sqrt(torch.clamp(spread, min=0.0)) / self._sum_w
         means = self._reference + centered

@@ -53,7 +53,7 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Estimates from fresh samples, with exact values where the target knows them.
+    """Estimates from fresh samples, with exact values where the target provides them.
 
     Attributes:
         estimate: ESS, log Z and free energy with delta-method errors.

@@ -554,6 +554,35 @@ def test_check_box_flags_mass_at_face() -> None:
     assert len(check.face_ratio) == 2
 
 
+def test_check_box_confirms_face_mass_by_target() -> None:
+    nodes = torch.as_tensor(np.polynomial.legendre.leggauss(BOX_CHECK_NODES)[0])
+    flat = grid_core(torch.ones_like(nodes))
+    narrow = grid_core(torch.exp(-(nodes**2) / (4 * 0.15**2)))
+    tt = SquaredTT.from_grid_cores([flat, narrow], EXACT_ROUNDING_TOL, max_rank=4)
+
+    def flat_target(t: torch.Tensor) -> torch.Tensor:
+        return -(t[:, 1] ** 2) / (2 * 0.15**2)
+
+    check = check_box(tt, flat_target, torch.Generator().manual_seed(0))
+
+    assert check.coordinates == [0]
+    assert check.band_mass[0] > 0.01
+
+
+def test_check_box_ignores_spurious_face_mass() -> None:
+    nodes = torch.as_tensor(np.polynomial.legendre.leggauss(BOX_CHECK_NODES)[0])
+    flat = grid_core(torch.ones_like(nodes))
+    narrow = grid_core(torch.exp(-(nodes**2) / (4 * 0.15**2)))
+    tt = SquaredTT.from_grid_cores([flat, narrow], EXACT_ROUNDING_TOL, max_rank=4)
+
+    def concentrated_target(t: torch.Tensor) -> torch.Tensor:
+        return -(t**2).sum(1) / (2 * 0.15**2)
+
+    check = check_box(tt, concentrated_target, torch.Generator().manual_seed(0))
+
+    assert check.ok
+
+
 def test_check_box_passes_concentrated_tt() -> None:
     nodes = torch.as_tensor(np.polynomial.legendre.leggauss(BOX_CHECK_NODES)[0])
     narrow = grid_core(torch.exp(-(nodes**2) / (4 * 0.15**2)))

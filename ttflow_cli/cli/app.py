@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ttflow_cli import __version__
@@ -71,7 +72,7 @@ def _user_errors(ctx: typer.Context) -> Iterator[None]:
     except TTFlowError as exc:
         if debug:
             error_console.print_exception()
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         error_console.print("[bold red]interrupted[/]; no run file was written or changed")
@@ -80,7 +81,8 @@ def _user_errors(ctx: typer.Context) -> Iterator[None]:
         if debug:
             raise
         error_console.print(
-            f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))} "
+            "(rerun with --debug for the traceback)",
             highlight=False, soft_wrap=True,
         )
         raise typer.Exit(1) from None
@@ -119,11 +121,12 @@ def fit(
         if report.cross is not None:
             console.print(cross_table(report))
         if report.box_check is not None and not report.box_check.ok:
-            error_console.print(f"[yellow]warning:[/] {report.box_check.message(report.box)}",
+            error_console.print(f"[yellow]warning:[/] {escape(report.box_check.message(report.box))}",
                                 highlight=False, soft_wrap=True)
         if report.train is not None:
             t = report.train
-            console.print(f"flow training: {t.steps} steps ({t.stop_reason}), best held-out ESS fraction "
+            reason = "step budget reached" if t.stop_reason == "steps" else t.stop_reason
+            console.print(f"flow training: {t.steps} steps ({reason}), best held-out ESS fraction "
                           f"{t.best_ess_fraction:.4f} at step {t.best_step}, {t.skipped_steps} skipped steps")
         console.print(evaluation_table(report.evaluation, f"Evaluation of the fitted sampler ({spec.name})"))
         timing = ", ".join(f"{name} {value:.1f} s" for name, value in report.seconds.items())
@@ -247,7 +250,7 @@ def evaluate(
                 console.print(chain_table(evaluation.chain, evaluation.exact_observables,
                                           "Independent Metropolis-Hastings chain over the same proposals"))
         for message in evaluation.warnings():
-            error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+            error_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

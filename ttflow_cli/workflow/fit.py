@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ttflow_cli.config import Spec, resolve_box, spec_to_yaml
@@ -91,7 +92,8 @@ def fit(spec: Spec, target: Target, run_path: Path, *, device: torch.device, ove
         start = time.perf_counter()
         cross = _fit_tt(spec, target, box, device, generator)
         seconds["cross"] = time.perf_counter() - start
-        box_check = check_box(cross.tt)
+        box_check = check_box(cross.tt, lambda t: target.log_prob(box.to_x(t)),
+                              torch.Generator().manual_seed(spec.seed))
 
     base, training_base = _build_base(spec, cross, target.dim, device, generator)
     flow = build_flow(spec.flow.kind, target.dim, layers=spec.flow.layers, hidden=spec.flow.hidden,
@@ -168,8 +170,9 @@ def _run_tree(spec: Spec, cross: CrossResult | None, box: Box, base: BaseDistrib
             "stop_reason": cross.stop_reason,
             "evaluations": cross.evaluations,
             "history": cross.history_arrays(),
-            "box_check_coordinates": box_check.coordinates,
-            "box_check_face_ratio": box_check.face_ratio,
+            "box_check_coordinates": np.asarray(box_check.coordinates, dtype=np.int64),
+            "box_check_face_ratio": np.asarray(box_check.face_ratio, dtype=np.float64),
+            "box_check_band_mass": np.asarray(box_check.band_mass, dtype=np.float64),
         })
         tree["tt"] = tt_group
     tree["base"] = base_tree(base, box)

@@ -87,6 +87,12 @@ class TrainConfig(ParamsModel):
     anneal_steps: Count = Field(
         0, ge=0, description="first steps fit p~^tau with tau rising geometrically to 1; 0 turns annealing off")
     anneal_start: Real = Field(0.1, gt=0, le=1, description="initial tau of the annealing")
+    gradient: Literal["path", "total"] = Field(
+        "path", description="path derivative of log q (low variance near the optimum), or the plain "
+        "reparameterized gradient")
+    objective: Literal["reverse_kl", "forward_kl"] = Field(
+        "reverse_kl", description="KL(q || p) by reparameterization, or KL(p || q) by self-normalized "
+        "importance weights on the sampler's own points")
     dtype: Literal["float32", "float64"] = "float64"
 
 

@@ -37,7 +37,7 @@ CHUNK_REL_TOL = 1e-10
 ERROR_AGREEMENT = 0.2
 EXISTING_KEYS = {"n", "ess", "ess_fraction", "log_z", "log_z_err", "free_energy", "free_energy_err",
                  "elbo", "exact_log_z"}
-NEW_KEYS = {"log_z_err_bootstrap", "pareto_k", "observables", "mcmc", "exact"}
+NEW_KEYS = {"log_z_err_bootstrap", "pareto_k", "max_weight_fraction", "observables", "mcmc", "exact"}
 
 
 class GaussianTarget(Target):
@@ -167,6 +167,22 @@ def test_bounded_weights_have_small_pareto_k() -> None:
 
     assert evaluation.pareto_k < 0.5
     assert evaluation.warnings() == []
+
+
+def test_equal_weights_share() -> None:
+    # A sampler equal to the target gives equal weights: ESS = N, each weight 1/N of the sum.
+    evaluation = run(TARGET_STD, seed=0, samples=5000)
+
+    assert evaluation.estimate.ess == pytest.approx(5000, rel=1e-12)
+    assert evaluation.max_weight_fraction == pytest.approx(1 / 5000, rel=1e-12)
+    assert evaluation.pareto_k is None
+
+
+def test_largest_weight_share_bounds() -> None:
+    evaluation = run(0.3, seed=0, samples=5000)
+
+    assert 1 / 5000 < evaluation.max_weight_fraction <= 1.0
+    assert "largest weight is" in " ".join(evaluation.warnings())
 
 
 def test_small_ess_warns() -> None:

@@ -80,6 +80,7 @@ def evaluation_table(evaluation: Evaluation, title: str) -> Table:
     table.add_row("ESS", f"{estimate.ess:,.1f}")
     table.add_row("ESS fraction", _number(estimate.ess_fraction, 4))
     table.add_row("Pareto k", _number(evaluation.pareto_k, 3))
+    table.add_row("largest weight share", _number(evaluation.max_weight_fraction, 3))
 
     exact_log_z = evaluation.exact_log_z
     log_z_error = _larger(estimate.log_z_err, evaluation.log_z_err_bootstrap)

@@ -10,6 +10,7 @@ log-shifted sums, so the results depend on the batch size only through rounding.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -69,6 +70,8 @@ class Evaluation:
         free_energy_err_bootstrap: bootstrap error of log Z divided by ``beta``, or
             ``None`` without a bootstrap or ``beta``.
         beta: the target's inverse temperature, or ``None``.
+        max_weight_fraction: the largest weight divided by the sum of all weights
+            (``1 / N`` for equal weights), or ``None`` when unknown.
     """
 
     estimate: ImportanceEstimate
@@ -82,6 +85,7 @@ class Evaluation:
     chain: ChainSummary | None = None
     free_energy_err_bootstrap: float | None = None
     beta: float | None = None
+    max_weight_fraction: float | None = None
 
     @property
     def log_z_err_bootstrap(self) -> float | None:
@@ -112,9 +116,12 @@ class Evaluation:
                 "the observables are not reliable; draw more samples or improve the fit"
             )
         if self.pareto_k is not None and self.pareto_k > UNRELIABLE_K:
+            share = "" if self.max_weight_fraction is None else (
+                f" (the largest weight is {self.max_weight_fraction:.2g} of the sum of weights)")
             messages.append(
-                f"Pareto k of the weight tail is {self.pareto_k:.2f}, above {UNRELIABLE_K}: the weights are "
-                "heavy-tailed, so both error estimates of log Z likely understate the error"
+                f"Pareto k of the weight tail is {self.pareto_k:.2f}, above {UNRELIABLE_K}: the weights look "
+                f"heavy-tailed, so larger weights than any drawn so far may exist and both error estimates "
+                f"may understate the error{share}"
             )
         if self.errors_disagree():
             messages.append(
@@ -141,6 +148,7 @@ class Evaluation:
         result["free_energy_err_bootstrap"] = self.free_energy_err_bootstrap
         result["bootstrap_replicates"] = self.bootstrap.replicates if self.bootstrap is not None else 0
         result["pareto_k"] = self.pareto_k
+        result["max_weight_fraction"] = self.max_weight_fraction
         result["observables"] = {name: item.to_dict() for name, item in self.observables.items()}
         result["mcmc"] = self.chain.to_dict() if self.chain is not None else None
         result["exact"] = {
@@ -265,18 +273,23 @@ def evaluate(sampler: FlowSampler, target: Target, samples: int, batch_size: int
     errors = state.bootstrap.errors() if state.bootstrap is not None else None
     exact = target.exact_observables()
     beta = target.beta
+    estimate = state.weights.estimate(beta)
+    top = state.top.values
+    # sum w = N exp(log Z), so the largest weight's share is exp(max log_w - log Z - log N).
+    max_weight_fraction = math.exp(float(top[0]) - estimate.log_z - math.log(samples))
     return Evaluation(
-        estimate=state.weights.estimate(beta),
+        estimate=estimate,
         elbo=elbo,
         exact_log_z=target.exact_log_z(),
         elbo_err=elbo_err,
         bootstrap=errors,
-        pareto_k=pareto_k(state.top.values, samples),
+        pareto_k=pareto_k(top, samples),
         observables=_with_bootstrap(state.averages.estimates(), errors),
         exact_observables={name: exact[name] for name in names if name in exact},
         chain=state.chain.summary() if state.chain is not None else None,
         free_energy_err_bootstrap=errors.log_z_err / beta if errors is not None and beta is not None else None,
         beta=beta,
+        max_weight_fraction=max_weight_fraction,
     )
 
 

@@ -82,15 +82,15 @@ def main() -> None:
                      f"{result['log_z']:.6f} +- {result['log_z_err']:.2g}", f"{result['ess_fraction']:.4f}"])
         print(f"n = {count:,}: peak RSS {peak:,.0f} MiB, {seconds:,.0f} s", flush=True)
 
-    shown = ["python", "-m", "ttflow_cli", "evaluate", str(run), "-n", "N", "--json"]
-    shown += ["--batch-size", str(args.batch_size)] if args.batch_size else []
-    shown += ["--mcmc"] if args.mcmc else []
+    displayed_command = ["python", "-m", "ttflow_cli", "evaluate", str(run), "-n", "N", "--json"]
+    displayed_command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    displayed_command += ["--mcmc"] if args.mcmc else []
     table = markdown_table(["samples", "peak RSS [MiB]", "wall [s]", "samples/s", "log Z", "ESS fraction"], rows)
     markdown = f"""## Memory of `ttflow evaluate`
 
 Machine: {machine()}. Date: {today()}.
 Command: `python bench/evaluate_memory.py {' '.join(shlex.quote(arg) for arg in sys.argv[1:])}`, which runs
-`{shlex.join(shown)}` once per row in a child process and reads its peak resident set size
+`{shlex.join(displayed_command)}` once per row in a child process and reads its peak resident set size
 (`ru_maxrss` from `os.wait4`).
 
 {table}

@@ -97,15 +97,16 @@ def main() -> None:
     header = ["quantity", "estimator", "estimate", "delta err", "bootstrap err", "tau_int", "exact",
               "deviation [err]"]
     table = markdown_table(header, importance_rows(result) + chain_rows(result))
-    shown = command[:4] + ["RUN.h5"] + command[5:]
+    displayed_command = command[:4] + ["RUN.h5"] + command[5:]
     warnings = "; ".join(result["warnings"]) or "none"
     markdown = f"""## gl1d observables against the transfer operator
 
 Machine: {machine()}. Date: {today()}.
 Command: `python bench/gl1d_observables.py {' '.join(shlex.quote(arg) for arg in sys.argv[1:])}`, which runs
-`{shlex.join(shown)}` ({seconds:,.0f} s) on a run fitted by `ttflow fit targets/gl1d.yaml`.
+`{shlex.join(displayed_command)}` ({seconds:,.0f} s) on a run fitted by `ttflow fit targets/gl1d.yaml`.
 
 {result['n']:,} fresh samples, ESS fraction {result['ess_fraction']:.4f}, Pareto k {value(result['pareto_k'], 3)},
+largest weight share {value(result['max_weight_fraction'], 3)} (1/N = {1 / result['n']:.3g}),
 Metropolis-Hastings acceptance {result['mcmc']['acceptance']:.4f}. Exact values: transfer operator on a
 600-node Gauss-Legendre grid. The deviation is in units of the larger of the delta-method and bootstrap
 errors (importance sampling) or of `sqrt(tau_int Var / N)` (chain). `abs_magnetization` has no exact value:

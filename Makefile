@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench bench-quick bench-tt clean
 
 install: $(STAMP)
 
@@ -27,6 +27,20 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q
+
+# Every shipped target with a TT base, a Gaussian base and the TT alone; rewrites
+# the flows section of docs/benchmarks.md. bench-quick runs tiny budgets instead.
+bench: install
+	$(PY) bench/flows.py
+
+bench-quick: install
+	$(PY) bench/flows.py --quick
+
+# TT engine: cross approximation against teneva (installed here for this benchmark
+# only), sampling throughput and fit time against dimension.
+bench-tt: install
+	$(PY) -m pip install --quiet teneva
+	$(PY) bench/tt_engine.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

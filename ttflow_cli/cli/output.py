@@ -50,7 +50,7 @@ def _to_error(value: float | None, error: float | None, extra: int = 0) -> str:
 
 
 def _deviation(estimate: float, exact: float | None, error: float | None) -> str:
-    """``(estimate - exact) / error`` in standard errors, or blank without an exact value."""
+    """Format ``(estimate - exact) / error``, or return blank without an exact value."""
     if exact is None or error is None:
         return ""
     if error <= 0:
@@ -64,7 +64,7 @@ def _larger(*errors: float | None) -> float | None:
 
 
 def evaluation_table(evaluation: Evaluation, title: str) -> Table:
-    """ESS, tail diagnostic, log Z, free energy, ELBO and observables, beside exact values where known.
+    """Build the table of ESS, tail diagnostics, log Z, free energy, ELBO and observables, beside exact values.
 
     The deviation is in units of the larger of the delta-method and bootstrap errors.
     """
@@ -106,7 +106,7 @@ def evaluation_table(evaluation: Evaluation, title: str) -> Table:
 
 
 def chain_table(summary: ChainSummary, exact: dict[str, float], title: str) -> Table:
-    """Acceptance rate, and per observable the chain average, its error and tau_int."""
+    """Build the table of the acceptance rate and, per observable, the chain average, its error and tau_int."""
     acceptance = _number(summary.acceptance, 4)
     table = Table(title=f"{title}: {summary.steps:,} steps, acceptance {acceptance}", box=box.SIMPLE_HEAD,
                   collapse_padding=True, pad_edge=False,

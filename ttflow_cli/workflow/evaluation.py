@@ -1,9 +1,9 @@
 """Evaluation of a fitted sampler on fresh samples, in memory that does not grow with their number.
 
-One pass over a :class:`SampleStream` feeds every estimator chunk by chunk: ESS, log Z
-and free energy with delta-method errors, the ELBO, self-normalized averages of the
-target's observables, a Poisson bootstrap of all of them, the Pareto k of the weight
-tail, and optionally an independent Metropolis-Hastings chain. Each estimator keeps
+One pass over a :class:`SampleStream` feeds every estimator chunk by chunk. They are ESS,
+log Z and free energy with delta-method errors, the ELBO, self-normalized averages of
+the target's observables, a Poisson bootstrap of all of them, the Pareto k of the
+weight tail, and optionally an independent Metropolis-Hastings chain. Each estimator keeps
 log-shifted sums, so the results depend on the batch size only through rounding.
 """
 
@@ -100,7 +100,7 @@ class Evaluation:
         return -self.exact_log_z / self.beta
 
     def errors_disagree(self) -> bool:
-        """Whether the bootstrap error of log Z differs from the delta-method one by more than 20 %."""
+        """Return whether the bootstrap error of log Z differs from the delta-method one by more than 20 %."""
         delta, bootstrap = self.estimate.log_z_err, self.log_z_err_bootstrap
         if bootstrap is None:
             return False
@@ -180,7 +180,7 @@ def select_observables(target: Target, names: Sequence[str] | None) -> list[str]
 
 
 def observable_values(target: Target, names: list[str], x: Tensor) -> Tensor:
-    """Evaluate the named observables at ``x`` of shape ``(N, d)``; returns ``(N, K)`` float64 on the CPU.
+    """Evaluate the named observables at ``x`` of shape ``(N, d)`` into an ``(N, K)`` float64 CPU tensor.
 
     Raises:
         TTFlowError: an observable returns a shape other than ``(N,)``.

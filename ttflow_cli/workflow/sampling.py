@@ -25,7 +25,7 @@ BLOCK_SIZE = 4096
 
 
 class Purpose(enum.IntEnum):
-    """Which random numbers a block generator is for; part of its seed."""
+    """Purpose of a block generator's random numbers, mixed into its seed."""
 
     DRAW = 0
     BOOTSTRAP = 1

@@ -9,7 +9,7 @@ little above 1 covers the whole box.
 
 References:
     Durkan, Bekasov, Murray, Papamakarios, "Neural Spline Flows", NeurIPS 2019,
-    arXiv:1906.04049.
+    arXiv:1906.04032.
     Gregory, Delbourgo, "Piecewise rational quadratic interpolation to monotonic
     data", IMA Journal of Numerical Analysis 2 (1982).
 """
@@ -190,7 +190,7 @@ class SplineFlow(CouplingStack):
 
     References:
         Durkan, Bekasov, Murray, Papamakarios, "Neural Spline Flows", NeurIPS 2019,
-        arXiv:1906.04049.
+        arXiv:1906.04032.
     """
 
     kind: ClassVar[str] = "spline"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -250,12 +251,13 @@ def limits(rows: list[dict]) -> str:
     return "\n".join(paragraphs)
 
 
-def write_report(rows: list[dict], quick: bool, command: str, seconds: float) -> None:
+def write_report(rows: list[dict], quick: bool, command: str, seconds: float, load: str) -> None:
     section = "flows-quick" if quick else "flows"
     title = "Flow benchmark, quick budgets (smoke run)" if quick else "Flow benchmark: TT base, Gaussian base, TT alone"
     markdown = "\n\n".join([
         f"## {title}",
-        f"`{command}` on {today()}: {machine()}. Suite wall time {seconds / 60:.1f} min.",
+        f"`{command}` on {today()}: {machine()}. Suite wall time {seconds / 60:.1f} min; "
+        f"1-minute load average {load} (other processes on the machine inflate wall times).",
         f"Every run: `{' '.join(BUDGET)}`"
         + (f" then `{' '.join(QUICK_OVERRIDES)}`" if quick else "") + ". "
         "Variants: `tt` is the spec; `gaussian` is the same flow, optimizer, seed and "
@@ -298,6 +300,7 @@ def main(argv: list[str]) -> None:
     mode_count = QUICK_MODE_SAMPLES if arguments.quick else MODE_SAMPLES
     variants = tuple(arguments.variants.split(","))
     out = arguments.out / ("quick" if arguments.quick else "full")
+    load_start = os.getloadavg()[0]
     start = time.perf_counter()
     rows = []
     for name in arguments.targets.split(","):
@@ -311,7 +314,8 @@ def main(argv: list[str]) -> None:
         print()
         print(goals_table(rows))
     else:
-        write_report(rows, arguments.quick, command, seconds)
+        load = f"{load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end"
+        write_report(rows, arguments.quick, command, seconds, load)
     log(f"done in {seconds / 60:.1f} min; results in {out / 'results.json'}")
 
 

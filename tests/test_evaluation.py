@@ -4,6 +4,8 @@ The sampler draws ``x ~ N(0, s_q^2 I)`` and the target is
 ``p~(x) = exp(c - |x|^2 / (2 s_p^2))``, so ``log Z = c + (d/2) log(2 pi s_p^2)`` and the
 averages of the observables are known. The mismatch ``s_q / s_p`` sets how good the
 weights are: above 1 they are bounded, below ``1/sqrt(2)`` their variance is infinite.
+The same checks also run on the run's own sampler class, a Gaussian base without a flow
+behind the box map, whose mismatch in mean and width gives closed-form weight moments.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ import torch
 from torch import Tensor
 
 from ttflow_cli.errors import ConfigError
+from ttflow_cli.estimators import BootstrapErrors, ImportanceEstimate
+from ttflow_cli.flows.gaussian import GaussianBase
+from ttflow_cli.flows.model import FlowSampler
 from ttflow_cli.targets.base import Observable, Target
-from ttflow_cli.workflow.evaluation import MIN_RELIABLE_ESS, evaluate
+from ttflow_cli.tt.box import Box
+from ttflow_cli.workflow.evaluation import MIN_RELIABLE_ESS, Evaluation, evaluate
 from ttflow_cli.workflow.sampling import BLOCK_SIZE
 
 DIM = 3
 TARGET_STD = 1.0
 LOG_CONSTANT = 0.7
 BETA = 2.0
-SEEDS = [0, 1, 2, 3]
+SEEDS = [0, 1, 2, 3, 4]
 SAMPLES = 20_000
 # A 4-sigma band misses with probability 6e-5 per check, so these fixed seeds pass
 # unless an estimate or its error is wrong.
@@ -37,6 +43,14 @@ CHUNK_REL_TOL = 1e-10
 ERROR_AGREEMENT = 0.2
 EXISTING_KEYS = {"n", "ess", "ess_fraction", "log_z", "log_z_err", "free_energy", "free_energy_err",
                  "elbo", "exact_log_z"}
+# On the box [-10, 10]^d the Gaussian base N(m / 10, (s / 10)^2 I) in reference
+# coordinates is the model q = N(m, s^2 I) in x.
+BOX_HALF_WIDTH = 10.0
+BASE_MEAN = 0.3
+BASE_STD = 1.3
+# Over seeds 0-9 at N = 20000 the ESS fraction and the delta-method error of log Z
+# stayed within 1.5 % of their closed forms, so 5 % fails only on a wrong log q or error.
+CLOSED_FORM_REL_TOL = 0.05
 NEW_KEYS = {"log_z_err_bootstrap", "pareto_k", "max_weight_fraction", "observables", "mcmc", "exact"}
 
 
@@ -127,6 +141,50 @@ def test_chain_observables_within_error(seed: int) -> None:
         assert within(item.mean, exact, item.err), (name, item)
 
 
+def gaussian_base_sampler() -> FlowSampler:
+    """Build the run's sampler class with a Gaussian base and no flow: ``q = N(BASE_MEAN, BASE_STD^2 I)``."""
+    mean = torch.full((DIM,), BASE_MEAN / BOX_HALF_WIDTH, dtype=torch.float64)
+    scale_tril = torch.eye(DIM, dtype=torch.float64) * BASE_STD / BOX_HALF_WIDTH
+    return FlowSampler(GaussianBase(mean, scale_tril), None, Box([(-BOX_HALF_WIDTH, BOX_HALF_WIDTH)] * DIM))
+
+
+def gaussian_base_weight_second_moment() -> float:
+    """Return ``E_q[w^2]`` for ``w = p / q``, ``p = N(0, s_p^2 I)`` and ``q = N(m, s_q^2 I)``.
+
+    Per coordinate, ``int p^2 / q dx = s_q / (sqrt(2 pi) s_p^2) sqrt(pi / a) exp(m^2 / (4 a s_q^4) + m^2 / (2 s_q^2))``
+    with ``a = 1 / s_p^2 - 1 / (2 s_q^2)``, a Gaussian integral that is finite while ``a > 0``.
+    """
+    s_p, s_q, m = TARGET_STD, BASE_STD, BASE_MEAN
+    a = 1 / s_p**2 - 1 / (2 * s_q**2)
+    per_coordinate = (s_q / (math.sqrt(2 * math.pi) * s_p**2) * math.sqrt(math.pi / a)
+                      * math.exp(m**2 / (4 * a * s_q**4) + m**2 / (2 * s_q**2)))
+    return per_coordinate**DIM
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_gaussian_base_model_within_error(seed: int) -> None:
+    # The model's mean is off by 0.3 per coordinate, about 70 standard errors of the
+    # "mean" average, so the observable checks fail unless the weights correct it.
+    target = GaussianTarget()
+    generator = torch.Generator().manual_seed(seed)
+    evaluation = evaluate(gaussian_base_sampler(), target, SAMPLES, 50_000, generator, mcmc=True)
+    estimate = evaluation.estimate
+    exact_log_z = target.exact_log_z()
+    second_moment = gaussian_base_weight_second_moment()
+
+    assert estimate.ess_fraction == pytest.approx(1 / second_moment, rel=CLOSED_FORM_REL_TOL)
+    assert estimate.log_z_err == pytest.approx(math.sqrt((second_moment - 1) / SAMPLES), rel=CLOSED_FORM_REL_TOL)
+    assert within(estimate.log_z, exact_log_z, estimate.log_z_err)
+    assert within(estimate.log_z, exact_log_z, evaluation.log_z_err_bootstrap)
+    assert within(estimate.free_energy, -exact_log_z / BETA, estimate.free_energy_err)
+    for name, exact in target.exact_observables().items():
+        item = evaluation.observables[name]
+        chain_item = evaluation.chain.observables[name]
+        assert within(item.mean, exact, item.err), (name, item)
+        assert within(item.mean, exact, item.err_bootstrap), (name, item)
+        assert within(chain_item.mean, exact, chain_item.err), (name, chain_item)
+
+
 def test_bootstrap_agrees_with_delta_method() -> None:
     evaluation = run(1.3, seed=0)
 
@@ -134,6 +192,36 @@ def test_bootstrap_agrees_with_delta_method() -> None:
     assert not evaluation.errors_disagree()
     for item in evaluation.observables.values():
         assert item.err_bootstrap == pytest.approx(item.err, rel=ERROR_AGREEMENT)
+
+
+def evaluation_with_log_z_errors(delta: float, bootstrap: float) -> Evaluation:
+    """Return an evaluation whose log Z has the given delta-method and bootstrap errors."""
+    estimate = ImportanceEstimate(n=10_000, ess=5_000.0, ess_fraction=0.5, log_z=1.0, log_z_err=delta,
+                                  free_energy=None, free_energy_err=None)
+    errors = BootstrapErrors(replicates=200, log_z_err=bootstrap, observable_errs={})
+    return Evaluation(estimate=estimate, elbo=0.9, exact_log_z=None, bootstrap=errors)
+
+
+# With a delta-method error of 0.01 the errors disagree when |b - 0.01| > 0.2 max(b, 0.01),
+# that is for a bootstrap error b above 0.0125 or below 0.008.
+@pytest.mark.parametrize(("bootstrap", "disagree"), [(0.0124, False), (0.0126, True), (0.0081, False), (0.0079, True)])
+def test_error_disagreement_threshold(bootstrap: float, disagree: bool) -> None:
+    evaluation = evaluation_with_log_z_errors(0.01, bootstrap)
+
+    assert evaluation.errors_disagree() == disagree
+    assert any("differ by more than 20%" in message for message in evaluation.warnings()) == disagree
+
+
+def test_error_disagreement_reports_both() -> None:
+    result = evaluation_with_log_z_errors(0.01, 0.02).to_dict()
+
+    assert result["log_z_err"] == 0.01
+    assert result["log_z_err_bootstrap"] == 0.02
+    assert len(result["warnings"]) == 1
+    message = result["warnings"][0]
+    assert "delta-method (0.01)" in message
+    assert "bootstrap (0.02)" in message
+    assert "\n" not in message
 
 
 def test_results_independent_of_batch_size() -> None:

@@ -34,7 +34,7 @@ train: {steps: 0}
 evaluate: {samples: 1000}
 seed: 0
 """
-SEEDS = [0, 1, 2]
+SEEDS = [0, 1, 2, 3, 4]
 SAMPLES = 20_000
 SIGMAS = 4.0
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ttflow_cli.targets.base import Target
+from ttflow_cli.tt.symmetry import SignedPermutation
 
 
 class Phi4Lattice(Target):
@@ -76,3 +77,10 @@ class Phi4Lattice(Target):
             "magnetization": lambda x: x.mean(dim=1),
             "abs_magnetization": lambda x: x.mean(dim=1).abs(),
         }
+
+    def symmetries(self) -> list[SignedPermutation]:
+        """Return the global flip ``phi -> -phi``, which leaves the action unchanged.
+
+        With ``tt.symmetrize: true`` the base then gives the two ordered phases equal mass.
+        """
+        return [SignedPermutation(tuple(range(self.dim)), (-1,) * self.dim)]

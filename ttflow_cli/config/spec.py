@@ -46,6 +46,9 @@ class TTConfig(ParamsModel):
     validation_samples: Count = Field(4000, ge=100, description="samples for the ESS after each sweep")
     plateau: Real = Field(0.01, ge=0, description="stop when the ESS fraction gains less than this in a sweep")
     batch_size: Count = Field(200_000, ge=1, description="target evaluations per call")
+    symmetrize: bool = Field(
+        False, description="average the base over the target's declared symmetry group, so that "
+        "every mirror image of a mode the cross approximation found gets the same mass")
 
     @field_validator("max_rank")
     @classmethod

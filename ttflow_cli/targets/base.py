@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ttflow_cli.tt.symmetry import SignedPermutation
+
 Observable = Callable[[Tensor], Tensor]
 
 
@@ -46,6 +48,15 @@ class Target(ABC):
     def exact_observables(self) -> dict[str, float]:
         """Exact averages under the normalized target of those observables where they are known."""
         return {}
+
+    def symmetries(self) -> list[SignedPermutation]:
+        """Generators of a group of signed permutations that leave ``log_prob`` unchanged.
+
+        ``tt.symmetrize: true`` averages the base over the group they generate, which
+        puts equal mass on every mirror image of a mode the cross approximation found.
+        Declare only exact symmetries: ``ttflow fit`` checks them on random points.
+        """
+        return []
 
     def energy(self, x: Tensor) -> Tensor:
         """Energy ``-log_prob / beta`` where ``beta`` is set, else ``-log_prob``."""

@@ -26,6 +26,7 @@ from torch import Tensor
 from ttflow_cli.targets import transfer
 from ttflow_cli.targets.base import Observable, Target
 from ttflow_cli.targets.params import Count, ParamsModel, Real
+from ttflow_cli.tt.symmetry import SignedPermutation
 
 Boundary = Literal["dirichlet", "periodic"]
 
@@ -159,6 +160,20 @@ class GinzburgLandau1D(Target):
     def observables(self) -> dict[str, Observable]:
         """Return the energy per site ``V/N`` and the magnetization ``m = mean_i u_i``, ``|m|``, ``m^2``."""
         return _field_observables(lambda x: self.potential(x) / self.dim)
+
+    def symmetries(self) -> list[SignedPermutation]:
+        """Return the sign flip that exchanges the two ordered phases, where the boundary allows one.
+
+        ``u -> -u`` on a ring or with both ends at 0; ``u_i -> -u_{N+1-i}`` (flip and
+        reverse) when ``left = -right``.
+        """
+        n, p = self.dim, self.params
+        flip = (-1,) * n
+        if p.boundary == "periodic" or p.left == p.right == 0.0:
+            return [SignedPermutation(tuple(range(n)), flip)]
+        if p.left == -p.right:
+            return [SignedPermutation(tuple(reversed(range(n))), flip)]
+        return []
 
     def _boundary_values(self) -> list[float]:
         if self.params.boundary == "periodic":
@@ -318,3 +333,19 @@ class GinzburgLandau2D(Target):
     def observables(self) -> dict[str, Observable]:
         """Return the energy per site ``V/L^2`` and the magnetization ``m = mean u``, ``|m|``, ``m^2``."""
         return _field_observables(lambda x: self.potential(x) / self.dim)
+
+    def symmetries(self) -> list[SignedPermutation]:
+        """Return the sign flip that exchanges the two ordered phases, where the boundary allows one.
+
+        ``u -> -u`` on a torus or with every boundary value 0. ``u_{ij} -> -u_{ji}``
+        (transpose and flip) when ``top = -left`` and ``bottom = -right``: the
+        transpose swaps the top with the left boundary and the bottom with the right.
+        """
+        side, p = self.side, self.params
+        flip = (-1,) * self.dim
+        if p.boundary == "periodic" or p.top == p.bottom == p.left == p.right == 0.0:
+            return [SignedPermutation(tuple(range(self.dim)), flip)]
+        if p.top == -p.left and p.bottom == -p.right:
+            transpose = tuple(j * side + i for i in range(side) for j in range(side))
+            return [SignedPermutation(transpose, flip)]
+        return []

@@ -26,6 +26,7 @@ from ttflow_cli.train import TrainResult, TrainSettings, train_reverse_kl
 from ttflow_cli.tt.box import Box
 from ttflow_cli.tt.cross import CrossBudget, CrossResult, cross_approximate
 from ttflow_cli.tt.defensive import DefensiveTT
+from ttflow_cli.tt.symmetry import SignedPermutation, SymmetrizedBase, box_is_invariant, generate_group
 from ttflow_cli.workflow.diagnostics import BoxCheck, SampleValidator, check_box
 from ttflow_cli.workflow.evaluation import Evaluation, evaluate
 from ttflow_cli.workflow.runstate import base_tree, flow_tree, tt_tree
@@ -85,6 +86,7 @@ def fit(spec: Spec, target: Target, run_path: Path, *, device: torch.device, ove
     dtype = _DTYPES[spec.train.dtype]
     generator = torch.Generator(device=device).manual_seed(spec.seed)
     box = Box(resolve_box(spec, target))
+    group = symmetry_group(spec, target, box, device) if spec.tt.symmetrize else None
     seconds: dict[str, float] = {}
 
     cross, box_check = None, None
@@ -96,6 +98,8 @@ def fit(spec: Spec, target: Target, run_path: Path, *, device: torch.device, ove
                               torch.Generator().manual_seed(spec.seed))
 
     base, training_base = _build_base(spec, cross, target.dim, device, generator)
+    if group is not None:
+        base, training_base = SymmetrizedBase(base, group), SymmetrizedBase(training_base, group)
     flow = build_flow(spec.flow.kind, target.dim, layers=spec.flow.layers, hidden=spec.flow.hidden,
                       depth=spec.flow.depth, max_log_scale=spec.flow.max_log_scale,
                       bins=spec.flow.bins, tail_bound=spec.flow.tail_bound)
@@ -122,6 +126,45 @@ def fit(spec: Spec, target: Target, run_path: Path, *, device: torch.device, ove
     write_run(run_path, tree, overwrite=overwrite, attrs={"command_line": command_line, "seed": spec.seed})
     return FitReport(run_path=run_path, cross=cross, box_check=box_check, box=box, train=train,
                      evaluation=evaluation, seconds=seconds, evaluations=evaluations)
+
+
+SYMMETRY_CHECK_POINTS = 256
+"""Random points in the box on which a declared symmetry must leave ``log p~`` unchanged."""
+
+
+def symmetry_group(spec: Spec, target: Target, box: Box, device: torch.device) -> list[SignedPermutation]:
+    """Generate the group of the target's symmetries and check it against the box and the density.
+
+    Raises:
+        ConfigError: the target declares no symmetry, the box is not mapped onto
+            itself, or ``log p~`` changes under a declared symmetry (a wrong plugin).
+    """
+    name = spec.target.get("name") or spec.target.get("plugin")
+    generators = target.symmetries()
+    if not generators:
+        raise ConfigError(f"tt.symmetrize: the target {name} declares no symmetry; "
+                          "set tt.symmetrize: false or declare symmetries() in a plugin")
+    try:
+        group = generate_group(generators, target.dim)
+    except ValueError as exc:
+        raise ConfigError(f"tt.symmetrize: the symmetries of the target {name} are invalid: {exc}") from exc
+    if not box_is_invariant(group, box.low, box.high):
+        raise ConfigError(f"box: the target {name} is symmetric, but the box is not mapped onto itself by "
+                          "its symmetries; use the same interval for the coordinates they exchange, "
+                          "symmetric about 0 where they flip signs")
+    checker = torch.Generator().manual_seed(spec.seed)
+    t = 2 * torch.rand(SYMMETRY_CHECK_POINTS, target.dim, generator=checker, dtype=torch.float64) - 1
+    x = box.to_x(t).to(device)
+    with torch.no_grad():
+        reference = target.log_prob(x)
+        for index, element in enumerate(generators):
+            moved = target.log_prob(element.apply(x))
+            tolerance = 1e-9 * (1.0 + reference.abs())
+            if not bool(((moved - reference).abs() <= tolerance).all()):
+                worst = float((moved - reference).abs().max())
+                raise ConfigError(f"tt.symmetrize: symmetry {index} of the target {name} changes "
+                                  f"log p~ by up to {worst:.3g} on random points; it is not a symmetry")
+    return group
 
 
 def _build_base(spec: Spec, cross: CrossResult | None, dim: int, device: torch.device,

@@ -20,6 +20,7 @@ from ttflow_cli.targets.base import Target
 from ttflow_cli.tt.box import Box
 from ttflow_cli.tt.defensive import DefensiveTT
 from ttflow_cli.tt.squared import SquaredTT
+from ttflow_cli.tt.symmetry import SignedPermutation, SymmetrizedBase
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -40,9 +41,15 @@ def tt_tree(tt: SquaredTT, box: Box, defensive: float) -> dict:
 def base_tree(base: BaseDistribution, box: Box) -> dict:
     """The ``/base`` group: which base the flow sits on, the box, and a Gaussian's parameters.
 
-    A TT base stores only its kind here; its cores are in ``/tt``.
+    A TT base stores only its kind here; its cores are in ``/tt``. A symmetrized
+    base adds every element of its group as rows of ``symmetry_permutations`` and
+    ``symmetry_signs``.
     """
     group: dict = {"box_low": box.low.numpy(), "box_high": box.high.numpy()}
+    if isinstance(base, SymmetrizedBase):
+        group["symmetry_permutations"] = np.asarray([g.permutation for g in base.group], dtype=np.int64)
+        group["symmetry_signs"] = np.asarray([g.sign for g in base.group], dtype=np.int64)
+        base = base.base
     if isinstance(base, GaussianBase):
         group.update({"kind": "gaussian", "mean": base.mean.numpy(), "scale_tril": base.scale_tril.numpy()})
     else:
@@ -103,6 +110,9 @@ def restore_run(path: Path, device: torch.device, allow_plugin: bool = False) ->
     if box.dim != target.dim:
         raise RunFileError(f"{path}: the stored box has {box.dim} coordinates but the target has {target.dim}")
     base = _restore_base(path, base_group_name, base_group, device)
+    symmetries = _restore_symmetries(path, read_run(path, groups=["base"]).tree.get("base", {}), box.dim)
+    if symmetries:
+        base = SymmetrizedBase(base, symmetries)
     flow = _restore_flow(path, run.tree["flow"])
     sampler = FlowSampler(base, flow, box, dtype=dtype, device=device)
     return RestoredRun(spec=spec, target=target, sampler=sampler, results=run.tree.get("results", {}))
@@ -116,6 +126,19 @@ def _restore_base(path: Path, group_name: str, group: dict, device: torch.device
         return GaussianBase(torch.as_tensor(group["mean"]), torch.as_tensor(group["scale_tril"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise RunFileError(f"{path}: the stored /{group_name} base cannot be rebuilt ({exc}); the file is damaged") from exc
+
+
+def _restore_symmetries(path: Path, group: dict, dim: int) -> list[SignedPermutation]:
+    if "symmetry_permutations" not in group:
+        return []
+    try:
+        permutations, signs = group["symmetry_permutations"], group["symmetry_signs"]
+        if permutations.shape != signs.shape or permutations.ndim != 2 or permutations.shape[1] != dim:
+            raise ValueError(f"shapes {permutations.shape} and {signs.shape} for {dim} coordinates")
+        return [SignedPermutation.from_arrays(p, s) for p, s in zip(permutations, signs)]
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise RunFileError(f"{path}: the stored symmetries of /base cannot be rebuilt ({exc}); "
+                           "the file is damaged") from exc
 
 
 def _restore_flow(path: Path, group: dict) -> Flow | None:

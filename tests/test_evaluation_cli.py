@@ -238,5 +238,8 @@ def test_sample_mcmc_matches_evaluate_chain(tiny_run: Path, tmp_path: Path, run_
     with h5py.File(out, "r") as file:
         magnetization = file["samples/x"][()].mean(axis=1)
         acceptance = file.attrs["acceptance"]
+        stored_tau = {name: file.attrs[f"tau_int_{name}"] for name in OBSERVABLES}
     assert acceptance == pytest.approx(evaluated["mcmc"]["acceptance"], rel=1e-12)
+    for name in OBSERVABLES:
+        assert stored_tau[name] == pytest.approx(evaluated["mcmc"]["tau_int"][name], rel=1e-12), name
     assert magnetization.mean() == pytest.approx(evaluated["mcmc"]["observables"]["magnetization"]["mean"], rel=1e-9)

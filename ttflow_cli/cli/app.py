@@ -176,7 +176,8 @@ def sample(
 
     With --mcmc the rows are the states of an unweighted chain (repeated where a
     proposal was rejected), and the acceptance rate and the integrated
-    autocorrelation time of each observable are printed.
+    autocorrelation time of each observable are printed and stored as root
+    attributes (``acceptance``, ``tau_int_<observable>``).
     """
     with _user_errors(ctx):
         out_path = out if out is not None else run_path.parent / "samples.h5"
@@ -204,6 +205,7 @@ def _write_chain(run: RestoredRun, run_path: Path, out_path: Path, count: int, b
     summary = chain.summary
     attrs = {"run_file": str(run_path), "command_line": shlex.join(sys.argv), "mcmc": "independent Metropolis-Hastings",
              "acceptance": summary.acceptance}
+    attrs.update({f"tau_int_{name}": item.tau_int for name, item in summary.observables.items()})
     write_samples(out_path, chain.arrays, overwrite=overwrite, attrs=attrs)
     console.print(chain_table(summary, run.target.exact_observables(), "Independent Metropolis-Hastings chain"))
     console.print(f"wrote {count:,} chain states to {out_path}")

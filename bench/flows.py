@@ -94,11 +94,13 @@ TARGETS = {
     "gl1d": BenchTarget("gl1d.yaml", modes.no_modes, Goal(0.95, 0.01)),
     "gl1d_beta1": BenchTarget("gl1d_beta1.yaml", modes.field_sign, Goal(0.8, every_mode=True)),
     "gl2d": BenchTarget(
-        "gl2d.yaml", modes.field_sign, Goal(0.5),
-        limit="The cross approximation finds one of the two mirror modes (see the mode column), "
-        "so the ESS fraction of any sampler built on it is at most 0.5 and its log Z is low by "
-        "up to log 2 = 0.69. A flow cannot carry mass across the barrier to the missing mode. "
-        "Higher TT ranks made the cross approximation worse on this lattice, not better.",
+        "gl2d.yaml", modes.field_sign, Goal(0.5, every_mode=True),
+        limit="Within each mode the TT's importance weights are heavy-tailed, so its ESS fraction "
+        "varies from run to run (0.1 to 0.5 measured on 20,000 to 50,000 samples), and higher ranks "
+        "or more nodes made the cross approximation worse on this lattice. Both mirror modes get "
+        "half of the mass because the spec averages the TT over the lattice's symmetry "
+        "(`tt.symmetrize`); without it the cross approximation finds one mode and log Z is low by "
+        "log 2 = 0.69 while the ESS does not show it.",
     ),
     "many_well_32": BenchTarget("many_well_32.yaml", modes.right_well, Goal(0.9, 0.01)),
     "mixture": BenchTarget("mixture.yaml", modes.nearest_mean, Goal(0.8, every_mode=True)),

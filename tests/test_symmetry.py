@@ -246,3 +246,15 @@ def test_symmetrized_base_restores_mirror_mode() -> None:
     one_mode_estimate = results["one mode"]
     assert one_mode_estimate.log_z == pytest.approx(exact_log_z - math.log(2.0), abs=1e-6)
     assert one_mode_estimate.log_z_err < 1e-6
+
+
+def test_shipped_lattice_spec_symmetry_checks_out() -> None:
+    from ttflow_cli.config import load_spec, resolve_box
+    from ttflow_cli.tt.box import Box
+    from ttflow_cli.workflow.fit import symmetry_group
+
+    spec, target = load_spec(Path(__file__).parents[1] / "targets" / "gl2d.yaml")
+    group = symmetry_group(spec, target, Box(resolve_box(spec, target)), torch.device("cpu"))
+
+    assert spec.tt.symmetrize
+    assert len(group) == 2

@@ -288,3 +288,27 @@ def test_module_debug_prints_traceback(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert "Traceback" in completed.stderr
     assert "ConfigError" in completed.stderr
+
+
+def test_sample_never_replaces_run_file(fitted_run: Path, run_cli: RunCli) -> None:
+    before = fitted_run.read_bytes()
+
+    result = run_cli("sample", fitted_run, "-n", 10, "--out", fitted_run, "--overwrite")
+
+    assert result.exit_code == 2, result.output
+    assert "is a run file, not a sample file" in " ".join(result.stderr.split())
+    assert fitted_run.read_bytes() == before
+
+
+def test_fit_never_replaces_foreign_hdf5(tiny_spec: Path, tmp_path: Path, run_cli: RunCli) -> None:
+    foreign = tmp_path / "out" / "run.h5"
+    foreign.parent.mkdir()
+    with h5py.File(foreign, "w") as file:
+        file["data"] = np.arange(3)
+    before = foreign.read_bytes()
+
+    result = run_cli("fit", tiny_spec, "--out", foreign.parent, "--overwrite")
+
+    assert result.exit_code == 2, result.output
+    assert "HDF5 file not written by ttflow" in " ".join(result.stderr.split())
+    assert foreign.read_bytes() == before

@@ -22,7 +22,7 @@ from ttflow_cli import __version__
 from ttflow_cli.cli.output import chain_table, console, cross_table, error_console, evaluation_table
 from ttflow_cli.config import load_spec
 from ttflow_cli.errors import ConfigError, TTFlowError
-from ttflow_cli.runfile import write_samples
+from ttflow_cli.runfile import SAMPLES_FORMAT_NAME, check_destination, write_samples
 from ttflow_cli.workflow.chain import draw_chain
 from ttflow_cli.workflow.evaluation import evaluate as evaluate_sampler
 from ttflow_cli.workflow.fit import default_run_path, fit as fit_run, resolve_device
@@ -181,8 +181,7 @@ def sample(
     """
     with _user_errors(ctx):
         out_path = out if out is not None else run_path.parent / "samples.h5"
-        if out_path.exists() and not overwrite:
-            raise ConfigError(f"{out_path}: sample file already exists; pass --overwrite or choose another --out")
+        check_destination(out_path, SAMPLES_FORMAT_NAME, overwrite)
         run = restore_run(run_path, resolve_device(device), allow_plugin)
         generator = torch.Generator(device=run.sampler.device).manual_seed(seed if seed is not None else 1)
         if mcmc:

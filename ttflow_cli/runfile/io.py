@@ -105,7 +105,7 @@ def write_run(
             value; the message names the key path. No file is changed.
     """
     path = Path(path)
-    _check_destination(path, FORMAT_NAME, overwrite)
+    check_destination(path, FORMAT_NAME, overwrite)
     root_attrs = _root_attrs(FORMAT_NAME, attrs)
     _check_groups(tree)
 
@@ -178,7 +178,7 @@ def write_samples(
         TypeError, ValueError: an array is missing or has an unsupported dtype or shape.
     """
     path = Path(path)
-    _check_destination(path, SAMPLES_FORMAT_NAME, overwrite)
+    check_destination(path, SAMPLES_FORMAT_NAME, overwrite)
     root_attrs = _root_attrs(SAMPLES_FORMAT_NAME, attrs)
     arrays = _sample_arrays(samples, f"/{SAMPLES_GROUP}")
 
@@ -341,14 +341,43 @@ def _check_appendable(arrays: Mapping[str, np.ndarray], stored_shapes: Mapping[s
             )
 
 
-def _check_destination(path: Path, format_name: str, overwrite: bool) -> None:
+def check_destination(path: Path, format_name: str, overwrite: bool) -> None:
+    """Raise ``RunFileError`` unless a file of ``format_name`` may be written at ``path``.
+
+    Commands call this before their work starts, so a wrong ``--out`` fails at once;
+    the writers call it again before they replace anything.
+    """
     kind, _ = _FILE_KINDS[format_name]
     if path.is_dir():
         raise RunFileError(f"{path}: is a directory; expected the path of a {kind}")
+    existing = _existing_format(path)
+    if existing is not None and existing != format_name:
+        # --overwrite replaces an earlier output of the same kind, never a run file
+        # under a sample file's name or an HDF5 file that ttflow did not write.
+        other = _FILE_KINDS[existing][0] if existing in _FILE_KINDS else "HDF5 file not written by ttflow"
+        raise RunFileError(
+            f"{path}: is a {other}, not a {kind}; --overwrite does not replace it, so choose another --out"
+        )
     if path.exists() and not overwrite:
         raise RunFileError(
             f"{path}: {kind} already exists; pass --overwrite to replace it or choose another --out"
         )
+
+
+def _existing_format(path: Path) -> str | None:
+    """Return the format attribute of an existing HDF5 file ('' when it has none), else None.
+
+    None also covers a file that is not HDF5 at all, such as a truncated earlier
+    output, which ``--overwrite`` may replace.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as file:
+            value = file.attrs.get("format", "")
+    except OSError:
+        return None
+    return str(_attribute_text(value))
 
 
 def _write_atomically(

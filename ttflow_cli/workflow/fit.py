@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from ttflow_cli.config import Spec, resolve_box, spec_to_yaml
-from ttflow_cli.errors import ConfigError, RunFileError
+from ttflow_cli.errors import ConfigError
 from ttflow_cli.flows import build_flow
 from ttflow_cli.flows.gaussian import GaussianBase
 from ttflow_cli.flows.model import BaseDistribution, FlowSampler
-from ttflow_cli.runfile import flatten_state_dict, write_run
+from ttflow_cli.runfile import FORMAT_NAME, check_destination, flatten_state_dict, write_run
 from ttflow_cli.targets.base import Target
 from ttflow_cli.train import TrainResult, TrainSettings, train_reverse_kl
 from ttflow_cli.tt.box import Box
@@ -78,10 +78,10 @@ def fit(spec: Spec, target: Target, run_path: Path, *, device: torch.device, ove
     """Fit a TT base and flow to ``target`` and write ``run_path`` atomically.
 
     Raises:
-        RunFileError: ``run_path`` exists and ``overwrite`` is false (checked first).
+        RunFileError: ``run_path`` exists and ``overwrite`` is false, or it is a file
+            of another kind, which ``overwrite`` never replaces (checked first).
     """
-    if run_path.exists() and not overwrite:
-        raise RunFileError(f"{run_path}: run file already exists; pass --overwrite to replace it or choose another --out")
+    check_destination(run_path, FORMAT_NAME, overwrite)
     torch.manual_seed(spec.seed)
     dtype = _DTYPES[spec.train.dtype]
     generator = torch.Generator(device=device).manual_seed(spec.seed)

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ttflow_cli import __version__
-from ttflow_cli.cli.output import chain_table, console, cross_table, error_console, evaluation_table
+from ttflow_cli.cli.output import chain_table, console, cross_table, error_console, evaluation_table, modes_table
 from ttflow_cli.config import load_spec
 from ttflow_cli.errors import ConfigError, TTFlowError
 from ttflow_cli.runfile import SAMPLES_FORMAT_NAME, check_destination, write_samples
@@ -129,10 +129,14 @@ def fit(
             console.print(f"flow training: {t.steps} steps ({reason}), best held-out ESS fraction "
                           f"{t.best_ess_fraction:.4f} at step {t.best_step}, {t.skipped_steps} skipped steps")
         console.print(evaluation_table(report.evaluation, f"Evaluation of the fitted sampler ({spec.name})"))
+        if report.evaluation.modes is not None:
+            console.print(modes_table(report.evaluation.modes))
         timing = ", ".join(f"{name} {value:.1f} s" for name, value in report.seconds.items())
         console.print(f"time: {timing}")
         counts = ", ".join(f"{name} {value:,}" for name, value in report.evaluations.items())
         console.print(f"target evaluations: {counts}")
+        for message in report.evaluation.warnings():
+            error_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
         console.print(f"run file: {report.run_path}")
 
 
@@ -247,6 +251,8 @@ def evaluate(
             typer.echo(json.dumps(evaluation.to_dict()))
         else:
             console.print(evaluation_table(evaluation, f"Evaluation of {run_path}"))
+            if evaluation.modes is not None:
+                console.print(modes_table(evaluation.modes))
             if evaluation.chain is not None:
                 console.print(chain_table(evaluation.chain, evaluation.exact_observables,
                                           "Independent Metropolis-Hastings chain over the same proposals"))

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ttflow_cli.estimators import ChainSummary
-from ttflow_cli.workflow.evaluation import Evaluation
+from ttflow_cli.workflow.evaluation import Evaluation, ModeShares
 from ttflow_cli.workflow.fit import FitReport
 
 console = Console()
@@ -55,7 +55,9 @@ def _deviation(estimate: float, exact: float | None, error: float | None) -> str
         return ""
     if error <= 0:
         return "inf" if estimate != exact else "0"
-    return f"{(estimate - exact) / error:+.2f}"
+    deviation = (estimate - exact) / error
+    # Beyond 10^4 errors only the order of magnitude matters, and fixed point would fill the row.
+    return f"{deviation:+.2f}" if abs(deviation) < 1e4 else f"{deviation:+.1e}"
 
 
 def _larger(*errors: float | None) -> float | None:
@@ -102,6 +104,33 @@ def evaluation_table(evaluation: Evaluation, title: str) -> Table:
         table.add_row(name, _to_error(item.mean, error), _number(item.err, 3), _number(item.err_bootstrap, 3),
                       _to_error(exact, error, 1) if exact is not None else "unknown",
                       _deviation(item.mean, exact, error))
+    return table
+
+
+MAX_MODE_ROWS = 12
+"""Modes listed in the table; the ones the sampler covers worst come first when there are more."""
+
+
+def modes_table(modes: ModeShares) -> Table:
+    """Build the table of each mode's sampler share, weighted mass estimate and exact mass."""
+    exact = modes.exact or [None] * len(modes.names)
+    rows = list(zip(modes.names, modes.sampler_shares, modes.estimates, exact))
+    caption = ("sampler share: unweighted share of the samples; mass: importance-weighted estimate; "
+               "dev: (mass - exact) / error")
+    if len(rows) > MAX_MODE_ROWS:
+        if modes.exact is not None:
+            rows.sort(key=lambda row: row[1] / row[3] if row[3] else math.inf)
+        rows = rows[:MAX_MODE_ROWS]
+        caption += f"; {MAX_MODE_ROWS} of {len(modes.names)} modes shown, the worst covered first, all in --json"
+    table = Table(title="Modes", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, caption=caption)
+    table.add_column("mode", no_wrap=True)
+    for column in ("sampler share", "mass", "error", "exact", "dev"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, share, estimate, mass in rows:
+        # A mode the sampler never reaches has mass 0 with error 0, so no deviation.
+        deviation = _deviation(estimate.mean, mass, estimate.err) if estimate.err > 0 else "-"
+        table.add_row(name, f"{share:.4f}", f"{estimate.mean:.4f}", f"{estimate.err:.2g}",
+                      f"{mass:.4f}" if mass is not None else "unknown", deviation)
     return table
 
 

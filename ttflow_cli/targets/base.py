@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -11,6 +12,23 @@ from torch import Tensor
 from ttflow_cli.tt.symmetry import SignedPermutation
 
 Observable = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Modes:
+    """Named modes of a target, for checking that a sampler covers each of them.
+
+    Attributes:
+        names: one name per mode.
+        membership: maps points ``(N, d)`` to memberships ``(N, K)`` in ``[0, 1]``
+            whose rows sum to 1: a hard 0/1 label, or a posterior responsibility.
+        exact: the exact average membership of each mode under the normalized
+            target (its mass), or ``None`` where it is unknown.
+    """
+
+    names: list[str]
+    membership: Callable[[Tensor], Tensor]
+    exact: list[float] | None = None
 
 
 class Target(ABC):
@@ -48,6 +66,14 @@ class Target(ABC):
     def exact_observables(self) -> dict[str, float]:
         """Exact averages under the normalized target of those observables where they are known."""
         return {}
+
+    def modes(self) -> Modes | None:
+        """Return the target's named modes, or ``None`` when it declares none.
+
+        ``ttflow evaluate`` reports, per mode, the sampler's own share of samples and
+        the importance-weighted estimate of its mass, beside the exact mass.
+        """
+        return None
 
     def symmetries(self) -> list[SignedPermutation]:
         """Generators of a group of signed permutations that leave ``log_prob`` unchanged.

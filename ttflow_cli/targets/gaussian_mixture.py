@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor
 
-from ttflow_cli.targets.base import Observable, Target
+from ttflow_cli.targets.base import Modes, Observable, Target
 from ttflow_cli.targets.params import ParamsModel, Real
 
 PositiveReal = Annotated[Real, Field(gt=0)]
@@ -99,6 +99,23 @@ class GaussianMixture(Target):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Compute ``log sum_k w_k N(x; mu_k, s_k^2 I)`` by logsumexp, shape ``(N, d) -> (N,)``."""
+        return torch.logsumexp(self._log_components(x), dim=1)
+
+    def modes(self) -> Modes:
+        """Return one mode per component, with membership the posterior responsibility.
+
+        The responsibility ``r_k(x) = w_k N_k(x) / sum_j w_j N_j(x)`` averages to
+        ``w_k / sum_j w_j`` under the target, exactly, even where components overlap.
+        """
+
+        def membership(x: Tensor) -> Tensor:
+            return torch.softmax(self._log_components(x), dim=1)
+
+        exact = (self.weights / self.weights.sum()).tolist()
+        return Modes([f"component {k}" for k in range(len(exact))], membership, exact)
+
+    def _log_components(self, x: Tensor) -> Tensor:
+        """Compute ``log w_k N(x; mu_k, s_k^2 I)`` per component, shape ``(N, d) -> (N, K)``."""
         self.check_input(x)
         options = {"dtype": x.dtype, "device": x.device}
         means = torch.as_tensor(self.means, **options)
@@ -106,8 +123,7 @@ class GaussianMixture(Target):
         log_coefficients = torch.as_tensor(self._log_coefficients, **options)
 
         squared_distance = ((x[:, None, :] - means[None, :, :]) ** 2).sum(dim=2)
-        log_components = log_coefficients - 0.5 * squared_distance / scales**2
-        return torch.logsumexp(log_components, dim=1)
+        return log_coefficients - 0.5 * squared_distance / scales**2
 
     def exact_log_z(self) -> float:
         """Return ``log sum_k w_k``."""

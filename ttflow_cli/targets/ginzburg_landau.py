@@ -24,7 +24,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor
 
 from ttflow_cli.targets import transfer
-from ttflow_cli.targets.base import Observable, Target
+from ttflow_cli.targets.base import Modes, Observable, Target
 from ttflow_cli.targets.params import Count, ParamsModel, Real
 from ttflow_cli.tt.symmetry import SignedPermutation
 
@@ -99,6 +99,21 @@ def _box_around(values: list[float], sites: int) -> list[tuple[float, float]]:
     return [(low, high)] * sites
 
 
+def _field_modes(target: Target) -> Modes:
+    """Split fields by the sign of their mean: the two ordered phases.
+
+    A declared symmetry flips the sign of the mean field, so each phase then has
+    exact mass 1/2; otherwise the masses are unknown.
+    """
+
+    def membership(x: Tensor) -> Tensor:
+        positive = (x.mean(dim=1) > 0).to(x.dtype)
+        return torch.stack([positive, 1.0 - positive], dim=1)
+
+    exact = [0.5, 0.5] if target.symmetries() else None
+    return Modes(["mean field > 0", "mean field < 0"], membership, exact)
+
+
 def _field_observables(energy_per_site: Observable) -> dict[str, Observable]:
     return {
         "energy_per_site": energy_per_site,
@@ -160,6 +175,10 @@ class GinzburgLandau1D(Target):
     def observables(self) -> dict[str, Observable]:
         """Return the energy per site ``V/N`` and the magnetization ``m = mean_i u_i``, ``|m|``, ``m^2``."""
         return _field_observables(lambda x: self.potential(x) / self.dim)
+
+    def modes(self) -> Modes:
+        """Return the two phases, mean field above and below 0."""
+        return _field_modes(self)
 
     def symmetries(self) -> list[SignedPermutation]:
         """Return the sign flip that exchanges the two ordered phases, where the boundary allows one.
@@ -333,6 +352,10 @@ class GinzburgLandau2D(Target):
     def observables(self) -> dict[str, Observable]:
         """Return the energy per site ``V/L^2`` and the magnetization ``m = mean u``, ``|m|``, ``m^2``."""
         return _field_observables(lambda x: self.potential(x) / self.dim)
+
+    def modes(self) -> Modes:
+        """Return the two phases, mean field above and below 0."""
+        return _field_modes(self)
 
     def symmetries(self) -> list[SignedPermutation]:
         """Return the sign flip that exchanges the two ordered phases, where the boundary allows one.

@@ -35,7 +35,7 @@ from ttflow_cli.estimators import (
     tail_length,
 )
 from ttflow_cli.flows.model import FlowSampler
-from ttflow_cli.targets.base import Target
+from ttflow_cli.targets.base import Modes, Target
 from ttflow_cli.workflow.sampling import Chunk, Purpose, SampleStream, stream_seed
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,43 @@ MIN_RELIABLE_ESS = 100.0
 
 ERROR_AGREEMENT = 0.2
 """Relative difference of the bootstrap and delta-method errors of log Z above which both are flagged."""
+
+MISSED_MODE_FRACTION = 0.25
+"""A sampler whose share of samples in a mode is below this fraction of the mode's exact mass misses it."""
+
+
+@dataclass(frozen=True)
+class ModeShares:
+    """Per mode: the sampler's own share of samples and the weighted estimate of the mode's mass.
+
+    Attributes:
+        names: the target's mode names.
+        sampler_shares: average membership over the sampler's samples, unweighted.
+            It shows where the sampler puts its samples, whatever the weights.
+        estimates: importance-weighted averages of the memberships, which estimate
+            each mode's mass under the target.
+        exact: exact masses, or ``None`` where the target does not know them.
+    """
+
+    names: list[str]
+    sampler_shares: list[float]
+    estimates: list[ObservableEstimate]
+    exact: list[float] | None
+
+    def missed(self) -> list[str]:
+        """Return the modes whose sampler share is below :data:`MISSED_MODE_FRACTION` of their exact mass."""
+        if self.exact is None:
+            return []
+        return [name for name, share, mass in zip(self.names, self.sampler_shares, self.exact)
+                if share < MISSED_MODE_FRACTION * mass]
+
+    def to_dict(self) -> dict:
+        """Return ``{name: {sampler_share, mean, err, exact}}``."""
+        exact = self.exact or [None] * len(self.names)
+        return {
+            name: {"sampler_share": share, "mean": estimate.mean, "err": estimate.err, "exact": mass}
+            for name, share, estimate, mass in zip(self.names, self.sampler_shares, self.estimates, exact)
+        }
 
 Progress = Callable[[int], None]
 
@@ -72,6 +109,7 @@ class Evaluation:
         beta: the target's inverse temperature, or ``None``.
         max_weight_fraction: the largest weight divided by the sum of all weights
             (``1 / N`` for equal weights), or ``None`` when unknown.
+        modes: per-mode shares, or ``None`` when the target declares no modes.
     """
 
     estimate: ImportanceEstimate
@@ -86,6 +124,7 @@ class Evaluation:
     free_energy_err_bootstrap: float | None = None
     beta: float | None = None
     max_weight_fraction: float | None = None
+    modes: ModeShares | None = None
 
     @property
     def log_z_err_bootstrap(self) -> float | None:
@@ -128,6 +167,14 @@ class Evaluation:
                 f"the delta-method ({estimate.log_z_err:.3g}) and bootstrap ({self.log_z_err_bootstrap:.3g}) "
                 f"errors of log Z differ by more than {ERROR_AGREEMENT:.0%}; quote the larger one"
             )
+        missed = self.modes.missed() if self.modes is not None else []
+        if missed:
+            listed = ", ".join(missed[:3]) + (f" and {len(missed) - 3} more modes" if len(missed) > 3 else "")
+            messages.append(
+                f"the sampler puts less than {MISSED_MODE_FRACTION:.0%} of their exact mass on {listed}: "
+                "importance weights cannot restore mass the sampler does not sample, so log Z and the "
+                "observables are biased; use a TT base (flow.base: tt) or tt.symmetrize"
+            )
         if self.chain is not None:
             unconverged = [name for name, item in self.chain.observables.items()
                            if item.tau_int is not None and not item.converged]
@@ -151,6 +198,7 @@ class Evaluation:
         result["max_weight_fraction"] = self.max_weight_fraction
         result["observables"] = {name: item.to_dict() for name, item in self.observables.items()}
         result["mcmc"] = self.chain.to_dict() if self.chain is not None else None
+        result["modes"] = self.modes.to_dict() if self.modes is not None else None
         result["exact"] = {
             "log_z": self.exact_log_z,
             "free_energy": self.exact_free_energy,
@@ -203,7 +251,8 @@ def observable_values(target: Target, names: list[str], x: Tensor) -> Tensor:
 class _Accumulators:
     """Every estimator of one evaluation, fed chunk by chunk."""
 
-    def __init__(self, stream: SampleStream, names: list[str], samples: int, bootstrap: int, mcmc: bool) -> None:
+    def __init__(self, stream: SampleStream, names: list[str], samples: int, bootstrap: int, mcmc: bool,
+                 target_modes: Modes | None) -> None:
         self.stream = stream
         self.weights = LogWeightAccumulator()
         self.elbo = ElboAccumulator()
@@ -211,8 +260,16 @@ class _Accumulators:
         self.top = TopLogWeights(tail_length(samples) + 1)
         self.bootstrap = PoissonBootstrap(bootstrap, names) if bootstrap else None
         self.chain = ChainObservables(names) if mcmc else None
+        self.modes = target_modes
+        if target_modes is not None:
+            self.mode_sums = torch.zeros(len(target_modes.names), dtype=torch.float64)
+            self.mode_averages = SelfNormalizedAccumulator(list(target_modes.names))
 
     def update(self, chunk: Chunk, log_w: Tensor, values: Tensor) -> None:
+        if self.modes is not None:
+            membership = self.modes.membership(chunk.x).detach().to(device="cpu", dtype=torch.float64)
+            self.mode_sums += membership.sum(dim=0)
+            self.mode_averages.update(log_w, membership)
         self.weights.update(log_w)
         self.elbo.update(log_w)
         self.averages.update(log_w, values)
@@ -259,7 +316,7 @@ def evaluate(sampler: FlowSampler, target: Target, samples: int, batch_size: int
         raise ValueError(f"samples must be a positive integer; got {samples}")
     names = select_observables(target, observables)
     stream = SampleStream(sampler, stream_seed(generator))
-    state = _Accumulators(stream, names, samples, bootstrap, mcmc)
+    state = _Accumulators(stream, names, samples, bootstrap, mcmc, target.modes())
     done = 0
     for chunk in stream.chunks(samples, batch_size):
         log_w = target.log_prob(chunk.x) - chunk.log_q
@@ -290,6 +347,19 @@ def evaluate(sampler: FlowSampler, target: Target, samples: int, batch_size: int
         free_energy_err_bootstrap=errors.log_z_err / beta if errors is not None and beta is not None else None,
         beta=beta,
         max_weight_fraction=max_weight_fraction,
+        modes=_mode_shares(state, samples),
+    )
+
+
+def _mode_shares(state: _Accumulators, samples: int) -> ModeShares | None:
+    if state.modes is None:
+        return None
+    estimates = state.mode_averages.estimates()
+    return ModeShares(
+        names=list(state.modes.names),
+        sampler_shares=(state.mode_sums / samples).tolist(),
+        estimates=[estimates[name] for name in state.modes.names],
+        exact=list(state.modes.exact) if state.modes.exact is not None else None,
     )
 
 

@@ -312,3 +312,22 @@ def test_fit_never_replaces_foreign_hdf5(tiny_spec: Path, tmp_path: Path, run_cl
     assert result.exit_code == 2, result.output
     assert "HDF5 file not written by ttflow" in " ".join(result.stderr.split())
     assert foreign.read_bytes() == before
+
+
+def test_threads_option_sets_torch_threads(run_cli: RunCli, tmp_path: Path) -> None:
+    # The test session runs torch on one thread, so ask for another count.
+    previous = torch.get_num_threads()
+    try:
+        result = run_cli("--threads", str(previous + 1), "evaluate", tmp_path / "missing.h5")
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+    assert result.exit_code == 2, result.output
+    assert threads == previous + 1
+
+
+def test_threads_option_rejects_zero(run_cli: RunCli, tmp_path: Path) -> None:
+    result = run_cli("--threads", "0", "evaluate", tmp_path / "missing.h5")
+
+    assert result.exit_code == 2, result.output

@@ -55,8 +55,13 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress of every stage.")] = False,
     version: Annotated[Optional[bool], typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, help="CPU threads for torch; default: torch's choice (OMP_NUM_THREADS, else all "
+        "cores). Use 1 on a busy shared machine.")] = None,
 ) -> None:
     ctx.obj = _Options(debug=debug)
+    if threads is not None:
+        torch.set_num_threads(threads)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
         handlers=[RichHandler(console=error_console, show_time=False, show_path=False)], force=True,

@@ -86,9 +86,26 @@ def test_one_mode_sampler_flagged() -> None:
 
     assert modes.sampler_shares[0] < 1e-6
     assert modes.missed() == ["component 0"]
+    assert modes.to_dict()["component 0"]["missed"] is True
+    assert modes.to_dict()["component 1"]["missed"] is False
     warning = [message for message in evaluation.warnings() if "exact mass" in message]
     assert len(warning) == 1
     assert "component 0" in warning[0]
+
+
+def test_modes_table_marks_missed_mode() -> None:
+    from rich.console import Console
+
+    from ttflow_cli.cli.output import modes_table
+
+    console = Console(width=120, record=True)
+    console.print(modes_table(run(GaussianSampler(CENTRE, SCALE)).modes))
+    rows = {line.split()[1]: line.split() for line in console.export_text().splitlines()
+            if line.strip().startswith("component")}
+
+    assert rows["0"][-1] == "missed"
+    assert rows["0"][-3] == "-"
+    assert rows["1"][-1] != "missed"
 
 
 def test_mode_shares_independent_of_batch_size() -> None:
@@ -117,6 +134,7 @@ def test_evaluate_json_reports_modes(tiny_spec: Path, tmp_path: Path, run_cli: R
     modes = json.loads(result.stdout)["modes"]
     assert set(modes) == {"mean field > 0", "mean field < 0"}
     for item in modes.values():
-        assert set(item) == {"sampler_share", "mean", "err", "exact"}
+        assert set(item) == {"sampler_share", "mean", "err", "exact", "missed"}
         assert item["exact"] == 0.5
+        assert item["missed"] is False
     assert sum(item["sampler_share"] for item in modes.values()) == pytest.approx(1.0)

@@ -60,6 +60,11 @@ def _deviation(estimate: float, exact: float | None, error: float | None) -> str
     return f"{deviation:+.2f}" if abs(deviation) < 1e4 else f"{deviation:+.1e}"
 
 
+def _exact_text(exact: float | None, error: float | None) -> str:
+    """Format an exact value to one digit more than the estimate's error, or ``unknown``."""
+    return _to_error(exact, error, 1) if exact is not None else "unknown"
+
+
 def _larger(*errors: float | None) -> float | None:
     known = [error for error in errors if error is not None]
     return max(known) if known else None
@@ -87,14 +92,14 @@ def evaluation_table(evaluation: Evaluation, title: str) -> Table:
     exact_log_z = evaluation.exact_log_z
     log_z_error = _larger(estimate.log_z_err, evaluation.log_z_err_bootstrap)
     table.add_row("log Z", _to_error(estimate.log_z, log_z_error), _number(estimate.log_z_err, 3),
-                  _number(evaluation.log_z_err_bootstrap, 3), _to_error(exact_log_z, log_z_error, 1),
+                  _number(evaluation.log_z_err_bootstrap, 3), _exact_text(exact_log_z, log_z_error),
                   _deviation(estimate.log_z, exact_log_z, log_z_error))
     if estimate.free_energy is not None:
         exact_free_energy = evaluation.exact_free_energy
         free_energy_error = _larger(estimate.free_energy_err, evaluation.free_energy_err_bootstrap)
         table.add_row("free energy", _to_error(estimate.free_energy, free_energy_error),
                       _number(estimate.free_energy_err, 3), _number(evaluation.free_energy_err_bootstrap, 3),
-                      _to_error(exact_free_energy, free_energy_error, 1),
+                      _exact_text(exact_free_energy, free_energy_error),
                       _deviation(estimate.free_energy, exact_free_energy, free_energy_error))
     table.add_row("ELBO", _to_error(evaluation.elbo, evaluation.elbo_err), _number(evaluation.elbo_err, 3))
 
@@ -102,8 +107,7 @@ def evaluation_table(evaluation: Evaluation, title: str) -> Table:
         exact = evaluation.exact_observables.get(name)
         error = _larger(item.err, item.err_bootstrap)
         table.add_row(name, _to_error(item.mean, error), _number(item.err, 3), _number(item.err_bootstrap, 3),
-                      _to_error(exact, error, 1) if exact is not None else "unknown",
-                      _deviation(item.mean, exact, error))
+                      _exact_text(exact, error), _deviation(item.mean, exact, error))
     return table
 
 
@@ -116,7 +120,7 @@ def modes_table(modes: ModeShares) -> Table:
     exact = modes.exact or [None] * len(modes.names)
     rows = list(zip(modes.names, modes.sampler_shares, modes.estimates, exact))
     caption = ("sampler share: unweighted share of the samples; mass: importance-weighted estimate; "
-               "dev: (mass - exact) / error")
+               "dev: (mass - exact) / error; missed: the sampler puts under a quarter of the exact mass there")
     if len(rows) > MAX_MODE_ROWS:
         if modes.exact is not None:
             rows.sort(key=lambda row: row[1] / row[3] if row[3] else math.inf)
@@ -126,8 +130,13 @@ def modes_table(modes: ModeShares) -> Table:
     table.add_column("mode", no_wrap=True)
     for column in ("sampler share", "mass", "error", "exact", "dev"):
         table.add_column(column, justify="right", no_wrap=True)
+    missed = set(modes.missed())
     for name, share, estimate, mass in rows:
-        # A mode the sampler never reaches has mass 0 with error 0, so no deviation.
+        if name in missed:
+            # The weighted mass of a mode the sampler barely visits comes from a few points, and its
+            # delta-method error (down to 0 when no point lands there) does not measure anything.
+            table.add_row(name, f"{share:.4f}", f"{estimate.mean:.4f}", "-", f"{mass:.4f}", "missed")
+            continue
         deviation = _deviation(estimate.mean, mass, estimate.err) if estimate.err > 0 else "-"
         table.add_row(name, f"{share:.4f}", f"{estimate.mean:.4f}", f"{estimate.err:.2g}",
                       f"{mass:.4f}" if mass is not None else "unknown", deviation)

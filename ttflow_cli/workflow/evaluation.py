@@ -79,10 +79,12 @@ class ModeShares:
                 if share < MISSED_MODE_FRACTION * mass]
 
     def to_dict(self) -> dict:
-        """Return ``{name: {sampler_share, mean, err, exact}}``."""
+        """Return ``{name: {sampler_share, mean, err, exact, missed}}``; ``missed`` is null without exact masses."""
         exact = self.exact or [None] * len(self.names)
+        missed = set(self.missed())
         return {
-            name: {"sampler_share": share, "mean": estimate.mean, "err": estimate.err, "exact": mass}
+            name: {"sampler_share": share, "mean": estimate.mean, "err": estimate.err, "exact": mass,
+                   "missed": (name in missed) if mass is not None else None}
             for name, share, estimate, mass in zip(self.names, self.sampler_shares, self.estimates, exact)
         }
 
@@ -173,7 +175,9 @@ class Evaluation:
             messages.append(
                 f"the sampler puts less than {MISSED_MODE_FRACTION:.0%} of their exact mass on {listed}: "
                 "importance weights cannot restore mass the sampler does not sample, so log Z and the "
-                "observables are biased; use a TT base (flow.base: tt) or tt.symmetrize"
+                "observables are biased, and the error bars do not show it. With a Gaussian base, use "
+                "flow.base: tt; for a target that declares a symmetry, tt.symmetrize: true; otherwise "
+                "raise tt.max_rank or tt.nodes"
             )
         if self.chain is not None:
             unconverged = [name for name, item in self.chain.observables.items()

@@ -72,6 +72,7 @@ def main() -> None:
 
     run = args.run if args.run is not None else fit_run(args.fit, Path(tempfile.mkdtemp(prefix="ttflow-memory-")))
     rows = []
+    load_start = os.getloadavg()[0]
     for count in args.samples:
         command = [sys.executable, "-m", "ttflow_cli", "evaluate", str(run), "-n", str(count), "--json"]
         command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
@@ -94,6 +95,9 @@ Command: `python bench/evaluate_memory.py {' '.join(shlex.quote(arg) for arg in 
 (`ru_maxrss` from `os.wait4`).
 
 {table}
+
+1-minute load average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end: other
+processes on the machine lower the samples/s, not the memory.
 
 What evaluation holds at once, whatever `-n`: one chunk of `batch_size` samples (the
 spec's 50,000 rounded down to 12 blocks of 4096) with the target's and the observables'

@@ -96,10 +96,10 @@ TARGETS = {
     "gl2d": BenchTarget(
         "gl2d.yaml", modes.field_sign, Goal(0.5, every_mode=True),
         limit="Within each mode the TT's importance weights are heavy-tailed, so its ESS fraction "
-        "varies from run to run (0.1 to 0.5 measured on 20,000 to 50,000 samples), and higher ranks "
+        "varies from run to run (0.1 to 0.5 measured on 20,000 to 50,000 samples). Higher ranks "
         "or more nodes made the cross approximation worse on this lattice. Both mirror modes get "
         "half of the mass because the spec averages the TT over the lattice's symmetry "
-        "(`tt.symmetrize`); without it the cross approximation finds one mode and log Z is low by "
+        "(`tt.symmetrize`). Without it the cross approximation finds one mode, and log Z is low by "
         "log 2 = 0.69 while the ESS does not show it.",
     ),
     "many_well_32": BenchTarget("many_well_32.yaml", modes.right_well, Goal(0.9, 0.01)),

@@ -554,11 +554,16 @@ def test_check_box_flags_mass_at_face() -> None:
     assert len(check.face_ratio) == 2
 
 
-def test_check_box_confirms_face_mass_by_target() -> None:
+def flat_and_narrow_tt() -> SquaredTT:
+    """A 2D squared TT: uniform in the first coordinate, N(0, 0.15^2) in the second."""
     nodes = torch.as_tensor(np.polynomial.legendre.leggauss(BOX_CHECK_NODES)[0])
     flat = grid_core(torch.ones_like(nodes))
     narrow = grid_core(torch.exp(-(nodes**2) / (4 * 0.15**2)))
-    tt = SquaredTT.from_grid_cores([flat, narrow], EXACT_ROUNDING_TOL, max_rank=4)
+    return SquaredTT.from_grid_cores([flat, narrow], EXACT_ROUNDING_TOL, max_rank=4)
+
+
+def test_check_box_confirms_face_mass_by_target() -> None:
+    tt = flat_and_narrow_tt()
 
     def flat_target(t: torch.Tensor) -> torch.Tensor:
         return -(t[:, 1] ** 2) / (2 * 0.15**2)
@@ -570,10 +575,7 @@ def test_check_box_confirms_face_mass_by_target() -> None:
 
 
 def test_check_box_ignores_spurious_face_mass() -> None:
-    nodes = torch.as_tensor(np.polynomial.legendre.leggauss(BOX_CHECK_NODES)[0])
-    flat = grid_core(torch.ones_like(nodes))
-    narrow = grid_core(torch.exp(-(nodes**2) / (4 * 0.15**2)))
-    tt = SquaredTT.from_grid_cores([flat, narrow], EXACT_ROUNDING_TOL, max_rank=4)
+    tt = flat_and_narrow_tt()
 
     def concentrated_target(t: torch.Tensor) -> torch.Tensor:
         return -(t**2).sum(1) / (2 * 0.15**2)

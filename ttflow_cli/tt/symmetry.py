@@ -160,6 +160,8 @@ class SymmetrizedBase:
                dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
                ) -> tuple[Tensor, Tensor]:
         """Draw ``count`` points; returns ``(t, log_q_G(t))``."""
+        # NOTE: the base's log q_0 of t is dropped and computed again among the |G| images
+        # below; reusing it would save one evaluation per point.
         t, _ = self.base.sample(count, generator, dtype=dtype, device=device)
         choice = torch.randint(len(self.group), (count,), generator=generator, device=device)
         moved = t.clone()

@@ -105,12 +105,13 @@ def restore_run(path: Path, device: torch.device, allow_plugin: bool = False) ->
     dtype = _DTYPES[spec.train.dtype]
     # The spec names the base; a TT base lives in /tt, a Gaussian one in /base.
     base_group_name = "tt" if spec.flow.base == "tt" else "base"
-    base_group = read_run(path, groups=[base_group_name]).tree[base_group_name]
+    groups = read_run(path, groups=sorted({base_group_name, "base"})).tree
+    base_group = groups[base_group_name]
     box = Box(list(zip(base_group["box_low"].tolist(), base_group["box_high"].tolist())))
     if box.dim != target.dim:
         raise RunFileError(f"{path}: the stored box has {box.dim} coordinates but the target has {target.dim}")
     base = _restore_base(path, base_group_name, base_group, device)
-    symmetries = _restore_symmetries(path, read_run(path, groups=["base"]).tree.get("base", {}), box.dim)
+    symmetries = _restore_symmetries(path, groups["base"], box.dim)
     if symmetries:
         base = SymmetrizedBase(base, symmetries)
     flow = _restore_flow(path, run.tree["flow"])
